@@ -1,0 +1,98 @@
+"""Typed configuration of the models and of the UGainS method (DESIGN.md steps 1-10).
+
+These sections are part of the one mining-config schema (``pipelines.config.MiningConfig``):
+unknown keys are rejected, and every constant of the method is a field whose default is
+the paper's value.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+Mask2FormerFormat = Literal["auto", "huggingface", "rba", "ugains", "random"]
+Mask2FormerArchitecture = Literal["swin_b_1dl", "swin_l_1dl", "tiny_1dl"]
+
+
+class Mask2FormerConfig(StrictModel):
+    """The in-distribution model (DESIGN step 1).
+
+    ``format`` says how ``checkpoint`` is read: a Hugging Face model directory, an RbA
+    model-zoo ``model_final.pth`` (detectron2 keys), the UGainS Lightning ``.ckpt``, or
+    ``random`` for an untrained, randomly initialised model (tests and the demo only).
+    ``auto`` detects the format from the path where that is unambiguous.
+    """
+
+    format: Mask2FormerFormat = "auto"
+    checkpoint: str | None = None
+    architecture: Mask2FormerArchitecture = "swin_b_1dl"
+    num_classes: int = Field(19, ge=1)
+    num_queries: int = Field(100, ge=1)
+    seed: int = 0  # initialisation seed for format "random"
+
+    @model_validator(mode="after")
+    def _checkpoint_given(self) -> Mask2FormerConfig:
+        if self.format != "random" and not self.checkpoint:
+            raise ValueError(f"checkpoint is required when format is {self.format!r}")
+        return self
+
+
+SamModelType = Literal["vit_h", "vit_l", "vit_b", "vit_tiny"]
+
+
+class SamConfig(StrictModel):
+    """Segment Anything (DESIGN step 6). ``checkpoint`` null = random init (tests, demo)."""
+
+    model_type: SamModelType = "vit_h"
+    checkpoint: str | None = None
+    seed: int = 0
+    # None = on where it pays: bf16 + SDPA attention on CUDA, fp32 reference path on CPU.
+    fast_path: bool | None = None
+    compile: bool = False  # torch.compile the image encoder (CUDA only; slow first call)
+
+
+ScoreName = Literal["rba_nls", "rba", "max_softmax", "entropy", "max_logit", "energy"]
+SamplerName = Literal["fps", "kmeans", "random", "oracle"]
+ModeName = Literal["ugains", "rba", "dense_grid", "oracle"]
+
+
+class MethodConfig(StrictModel):
+    """Constants of one UGainS step; defaults are DESIGN.md's values."""
+
+    # "ugains": the full method; "rba": pixel scores only (no SAM, no instances);
+    # "dense_grid": SAM on a grid_size x grid_size point grid, RbA mask scoring + NMS;
+    # "oracle": one prompt per ground-truth instance (needs instance ids).
+    mode: ModeName = "ugains"
+    score: ScoreName = "rba_nls"
+    reference_size: tuple[int, int] = (1024, 2048)  # (H, W) frames are resized to
+    ignore_mask: str | None = None  # path of a PNG, nonzero = ignored (car hood, borders)
+    ignore_value: float = -30.0
+    candidate_threshold: float = -0.15
+    fallback_threshold: float = -15.0
+    sampler: SamplerName = "fps"
+    num_points: int = Field(50, ge=1)
+    sampler_seed: int = 0  # random and k-means samplers
+    grid_size: int = Field(32, ge=1)
+    empty_mask_score: float = -1.0
+    nms_iou_threshold: float = Field(0.7, ge=0.0, le=1.0)
+    ignore_max_pixels: int = Field(100, ge=1)
+    fusion_empty_value: float = -1.0
+    # Mining only: skip SAM on frames with no pixel above candidate_threshold (no fallback).
+    frame_gating: bool = False
+
+
+class ModelsConfig(StrictModel):
+    """Everything needed to build one UGainS step."""
+
+    mask2former: Mask2FormerConfig = Mask2FormerConfig(format="random")
+    sam: SamConfig = SamConfig()
+    method: MethodConfig = MethodConfig()
+    device: str = "auto"  # "auto" = CUDA if present, else CPU; or "cpu", "cuda", "cuda:1"

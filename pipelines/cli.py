@@ -1,0 +1,65 @@
+"""The ``ugains`` command line: mine, evaluate, review and weights.
+
+Each subcommand lives in its own module exposing ``configure_parser(parser)`` and
+``run(args) -> int``; modules are imported only when their subcommand is used, so
+``ugains --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from pipelines import __version__
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "mine": ("pipelines.mine", "run the Beam mining pipeline over drive logs"),
+    "evaluate": ("pipelines.evaluate", "reproduce the paper's metrics on a labelled dataset"),
+    "review": ("pipelines.review", "build, browse and export the FiftyOne review dataset"),
+    "weights": ("pipelines.weights", "download and list model checkpoints"),
+}
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ugains",
+        description=(
+            "Mine rare objects (debris, animals, lost cargo) from driving logs with UGainS: "
+            "Mask2Former + RbA anomaly scores prompt Segment Anything for anomaly instances."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"ugains {__version__}")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Only the chosen subcommand's module is imported (argv is scanned for its name).
+    chosen = next((arg for arg in argv if arg in COMMANDS), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            importlib.import_module(module_name).configure_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    module = importlib.import_module(COMMANDS[args.command][0])
+    # Only `mine` and `evaluate` accept extra (Beam pipeline) options.
+    if extra and not getattr(module, "ACCEPTS_BEAM_OPTIONS", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.beam_options = extra
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The one typed schema of a mining config (YAML), shared by the CLI, the pipeline and models.
+
+``load_config(path)`` reads and validates a YAML file; errors name the offending key by its
+dotted path (``sources.0.stride: Input should be greater than or equal to 1``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from models.config import ModelsConfig, StrictModel
+
+
+class ImageSource(StrictModel):
+    """Still frames matched by a glob (``logs/drive_01/*.png``) or every image in a folder."""
+
+    kind: Literal["images"] = "images"
+    path: str  # folder, glob, or FileSystems URI (gs://, s3:// with the matching extra)
+    log_id: str | None = None  # default: the folder name
+
+
+class VideoSource(StrictModel):
+    """Frames of video files decoded with OpenCV."""
+
+    kind: Literal["video"] = "video"
+    path: str  # one file or a glob
+    log_id: str | None = None  # default: the file's stem
+    stride: int = Field(1, ge=1)
+    start: int = Field(0, ge=0)
+    end: int | None = Field(None, ge=1)  # exclusive frame index
+    max_frames: int | None = Field(None, ge=1)
+
+
+class ManifestSource(StrictModel):
+    """A CSV or Parquet table with columns ``log_id, frame_uri, timestamp``."""
+
+    kind: Literal["manifest"] = "manifest"
+    path: str
+
+
+Source = Annotated[ImageSource | VideoSource | ManifestSource, Field(discriminator="kind")]
+
+
+class OutputConfig(StrictModel):
+    root: str = "ugains_runs"  # runs/<run id>/ and ledger/ go below it
+    top_n: int = Field(100, ge=1)  # rows of candidates.parquet
+    crop_margin: float = Field(0.25, ge=0.0)  # context around the bbox, fraction of its size
+    min_crop_margin: int = Field(16, ge=0)  # ... and at least this many pixels
+    store_maps: bool = True  # fused-score PNGs for frames with candidates
+    store_semantic: bool = False
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    incremental: bool = True  # skip frame keys already in the ledger for this fingerprint
+
+
+class InferenceConfig(StrictModel):
+    min_batch_size: int = Field(1, ge=1)
+    max_batch_size: int = Field(4, ge=1)
+    max_image_side: int = Field(8192, ge=64)  # larger frames are refused, not resized
+    min_image_side: int = Field(32, ge=1)  # smaller frames are refused
+    model_copies: int | None = Field(None, ge=1)  # None = one per visible GPU (1 on CPU)
+    share_model_across_processes: bool = False  # one copy per GPU for the worker's processes
+
+
+RunnerName = Literal["DirectRunner", "FnApiRunner", "DataflowRunner", "FlinkRunner", "SparkRunner"]
+DirectRunningMode = Literal["in_memory", "multi_threading", "multi_processing"]
+
+
+class RunnerConfig(StrictModel):
+    """Beam runner defaults; command-line Beam options override them."""
+
+    runner: RunnerName = "DirectRunner"
+    direct_num_workers: int = Field(2, ge=1)
+    direct_running_mode: DirectRunningMode = "multi_processing"
+    options: dict[str, str | int | float | bool] = {}  # extra Beam pipeline options
+
+
+class ReviewConfig(StrictModel):
+    dataset: str | None = None  # default: "ugains-<config name>"
+    database_uri: str | None = None  # external MongoDB; null = embedded mongod
+    database_dir: str | None = None  # embedded mongod data dir; null = FiftyOne's default
+
+
+class MiningConfig(StrictModel):
+    """A mining config file: what to read, which models, where results go."""
+
+    name: str = "mining"
+    sources: list[Source] = []
+    models: ModelsConfig = ModelsConfig()
+    inference: InferenceConfig = InferenceConfig()
+    output: OutputConfig = OutputConfig()
+    runner: RunnerConfig = RunnerConfig()
+    review: ReviewConfig = ReviewConfig()
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results (models + method), not of paths of outputs.
+
+        Checkpoint files are identified by path, size and modification time, so replacing the
+        weights behind a path also changes the fingerprint.
+        """
+        payload: dict[str, Any] = self.models.model_dump(mode="json")
+        payload["crop"] = [self.output.crop_margin, self.output.min_crop_margin]
+        payload["checkpoints"] = {
+            name: _file_identity(path)
+            for name, path in (
+                ("mask2former", self.models.mask2former.checkpoint),
+                ("sam", self.models.sam.checkpoint),
+                ("ignore_mask", self.models.method.ignore_mask),
+            )
+            if path
+        }
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _file_identity(path: str) -> list[Any]:
+    p = Path(path)
+    if p.exists():
+        stat = p.stat()
+        return [str(p.resolve()), stat.st_size, stat.st_mtime_ns]
+    return [path]
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+def _format_validation_error(source: str, error: ValidationError) -> str:
+    lines = [f"invalid mining config {source}:"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (not part of the schema; check its spelling and section)"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<dict>") -> MiningConfig:
+    """Validate an already-parsed mapping; raises ConfigError naming each bad key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid mining config {source}: expected a mapping at the top level")
+    try:
+        return MiningConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(source, error)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> MiningConfig:
+    """Read a YAML mining config. Relative paths inside stay relative to the working dir."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"mining config {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"mining config {path} is not valid YAML: {error}") from None
+    data = data or {}
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    return parse_config(data, str(path))
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value

@@ -1,0 +1,1 @@
+"""Pure, batched, device-agnostic tensor functions of the UGainS method."""
