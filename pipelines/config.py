@@ -77,7 +77,7 @@ class RunnerConfig(StrictModel):
     runner: RunnerName = "DirectRunner"
     direct_num_workers: int = Field(2, ge=1)
     direct_running_mode: DirectRunningMode = "multi_processing"
-    options: dict[str, str | int | float | bool] = {}  # extra Beam pipeline options
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)  # Beam options
 
 
 class ReviewConfig(StrictModel):
@@ -90,7 +90,7 @@ class MiningConfig(StrictModel):
     """A mining config file: what to read, which models, where results go."""
 
     name: str = "mining"
-    sources: list[Source] = []
+    sources: list[Source] = Field(default_factory=list)
     models: ModelsConfig = ModelsConfig()
     inference: InferenceConfig = InferenceConfig()
     output: OutputConfig = OutputConfig()
