@@ -15,6 +15,7 @@ decoder layer, mask upsampling) from a :class:`models.config.Mask2FormerConfig`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -43,8 +44,10 @@ from models.errors import CheckpointError
 __all__ = [
     "ARCHITECTURES",
     "ENCODER_FEATURE_LEVELS",
+    "IGNORED_KEY_SUFFIXES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "OPTIONAL_KEYS",
     "CheckpointError",
     "Mask2FormerMultiLevelForUniversalSegmentation",
     "Mask2FormerSegmenter",
@@ -121,9 +124,21 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     },
 }
 
-# Buffers the model derives from its config (the loss's no-object weight): a checkpoint may omit
-# them; when present they are loaded like any other tensor.
-_CONFIG_DERIVED_KEYS = frozenset({"criterion.empty_weight"})
+# Keys a checkpoint may lack (loaded like any other tensor when present): the loss's class
+# weights, derived from the config, and the Swin model's final LayerNorm, which transformers'
+# Swin backbone never applies (it norms each stage with `hidden_states_norms`); neither
+# detectron2's nor transformers' own Mask2Former checkpoints have it. A test checks both are
+# dead weight for the outputs.
+OPTIONAL_KEYS = frozenset(
+    {
+        "criterion.empty_weight",
+        "model.pixel_level_module.encoder.swin.layernorm.weight",
+        "model.pixel_level_module.encoder.swin.layernorm.bias",
+    }
+)
+# Keys a checkpoint may have beyond the model: Swin's relative position indices, buffers the
+# model recomputes from its window size (the original Swin and older transformers saved them).
+IGNORED_KEY_SUFFIXES = (".relative_position_index",)
 
 
 def architecture_config(
@@ -404,8 +419,11 @@ class Mask2FormerSegmenter(nn.Module):
         if pad_h or pad_w:
             pixels = F.pad(pixels, (0, pad_w, 0, pad_h))
 
-        use_autocast = self.autocast_dtype is not None and pixels.device.type == "cuda"
-        with torch.autocast("cuda", dtype=self.autocast_dtype, enabled=use_autocast):
+        if self.autocast_dtype is not None and pixels.device.type == "cuda":
+            precision = torch.autocast("cuda", dtype=self.autocast_dtype)
+        else:
+            precision = contextlib.nullcontext()
+        with precision:
             outputs = self.model(pixel_values=pixels)
         class_logits = outputs.class_queries_logits.float()
         mask_logits = outputs.masks_queries_logits.float()
@@ -428,45 +446,61 @@ def load_strict(
     """Load ``state_dict`` into ``model`` so that nothing is left out on either side.
 
     Every persistent parameter and buffer of ``model`` must be in ``state_dict`` with its shape
-    (buffers the model derives from its config, the loss's class weights, may be absent), and
-    every tensor of ``state_dict`` must be used unless its key is in ``unused_ok``. Values are
-    cast to the model's dtypes.
+    (except :data:`OPTIONAL_KEYS`), and every tensor of ``state_dict`` must be used unless its
+    key is in ``unused_ok`` or ends with one of :data:`IGNORED_KEY_SUFFIXES`. Values are cast to
+    the model's dtypes.
 
     Returns:
-        The keys of ``state_dict`` that were left unused (a subset of ``unused_ok``), sorted.
+        The keys of ``state_dict`` that were left unused, sorted.
 
     Raises:
-        CheckpointError: naming the missing keys, the unexpected keys and the shape mismatches
-            (with both shapes); the model is left untouched.
+        CheckpointError: naming every missing key, unexpected key, non-tensor value and shape
+            mismatch (with both shapes); the model is then left untouched.
     """
     expected = model.state_dict()
     allowed_unused = set(unused_ok)
-    missing = sorted(k for k in expected if k not in state_dict and k not in _CONFIG_DERIVED_KEYS)
-    unexpected = sorted(k for k in state_dict if k not in expected and k not in allowed_unused)
-    not_tensors = sorted(k for k, v in state_dict.items() if not isinstance(v, Tensor))
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected and k not in allowed_unused]
+    not_tensors = [k for k, v in state_dict.items() if not isinstance(v, Tensor)]
     mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in sorted(state_dict.items())
+        (k, tuple(v.shape), tuple(expected[k].shape))
+        for k, v in state_dict.items()
         if k in expected and isinstance(v, Tensor) and v.shape != expected[k].shape
     ]
+    _raise_unless_fits(type(model).__name__, missing, unexpected, mismatched, not_tensors)
+    model.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=False)
+    return sorted(k for k in state_dict if k not in expected)
+
+
+def _raise_unless_fits(
+    target: str,
+    missing: Iterable[str],
+    unexpected: Iterable[str],
+    mismatched: Iterable[tuple[str, tuple[int, ...], tuple[int, ...]]],
+    not_tensors: Iterable[str] = (),
+) -> None:
+    """Raise a :class:`CheckpointError` listing every problem, or nothing if there is none."""
+    missing = sorted(set(missing) - OPTIONAL_KEYS)
+    unexpected = sorted(k for k in unexpected if not k.endswith(IGNORED_KEY_SUFFIXES))
+    shapes = [f"{k}: checkpoint {ckpt} vs model {mine}" for k, ckpt, mine in sorted(mismatched)]
     problems = []
     for title, items in (
         ("missing keys", missing),
         ("unexpected keys", unexpected),
-        ("values that are not tensors", not_tensors),
-        ("shape mismatches", mismatched),
+        ("shape mismatches", shapes),
+        ("values that are not tensors", sorted(not_tensors)),
     ):
         if items:
-            shown = "\n  ".join(items[:20])
-            more = f"\n  ... and {len(items) - 20} more" if len(items) > 20 else ""
+            shown = "\n  ".join(items[:_MAX_LISTED])
+            more = (
+                f"\n  ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
+            )
             problems.append(f"{len(items)} {title}:\n  {shown}{more}")
     if problems:
-        raise CheckpointError(
-            f"checkpoint does not fit {type(model).__name__}:\n" + "\n".join(problems)
-        )
-    used = {k: v for k, v in state_dict.items() if k in expected}
-    model.load_state_dict(used, strict=False)
-    return sorted(k for k in state_dict if k not in expected)
+        raise CheckpointError(f"checkpoint does not fit {target}:\n" + "\n".join(problems))
+
+
+_MAX_LISTED = 20  # keys listed per kind of problem in an error message
 
 
 _FORMAT_BY_SUFFIX = {".ckpt": "ugains", ".pth": "rba"}
@@ -547,20 +581,20 @@ def _load_huggingface(path: Path) -> Mask2FormerMultiLevelForUniversalSegmentati
             local_files_only=True,
             weights_only=True,
             dtype=torch.float32,
+            # Mismatches are collected and reported below, naming the keys and shapes.
+            ignore_mismatched_sizes=True,
             output_loading_info=True,
         )
     except (OSError, RuntimeError) as error:
         raise CheckpointError(
             f"cannot load Hugging Face Mask2Former from {path}: {error}"
         ) from error
-    missing = sorted(set(info["missing_keys"]) - _CONFIG_DERIVED_KEYS)
-    unexpected = sorted(info["unexpected_keys"])
-    mismatched = sorted(str(item) for item in info["mismatched_keys"])
-    if missing or unexpected or mismatched:
-        raise CheckpointError(
-            f"{path} does not fit {type(model).__name__}: missing keys {missing}, "
-            f"unexpected keys {unexpected}, shape mismatches {mismatched}"
-        )
+    _raise_unless_fits(
+        f"{type(model).__name__} ({path})",
+        info["missing_keys"],
+        info["unexpected_keys"],
+        [(k, tuple(ckpt), tuple(mine)) for k, ckpt, mine in info["mismatched_keys"]],
+    )
     return model
 
 
