@@ -104,6 +104,7 @@ class CachedWeight:
 
     @property
     def present(self) -> bool:
+        """Whether the recorded file is still on disk."""
         return self.path.is_file()
 
 
@@ -447,7 +448,7 @@ def fetch(
         expected = spec.sha256 or (record["download"]["sha256"] if record else None)
 
         if download.is_file():
-            candidate = download  # put there by hand (or a zip whose extraction failed)
+            candidate = download  # put there by hand (see the offline message below)
         else:
             try:
                 _download(source, part, label=name, progress=progress, timeout=timeout)
@@ -510,6 +511,13 @@ def _human(size: int) -> str:
     return f"{value:.1f} GiB"
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add ``fetch`` and ``list`` to the ``ugains weights`` parser."""
     common = argparse.ArgumentParser(add_help=False)
@@ -530,7 +538,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     fetch_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     fetch_parser.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=DEFAULT_TIMEOUT_S,
         help="seconds to wait for a connection or for data (default: %(default)s)",
     )

@@ -484,6 +484,18 @@ def test_cli_list_shows_cached_and_known(
         assert spec.url in out
 
 
+def test_cli_list_marks_a_recorded_file_that_was_deleted(
+    server: FileServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    server.files["/m.pth"] = Served(PAYLOAD)
+    fetch("ugains_ignore_mask", tmp_path, url=server.url("/m.pth"), progress=False).unlink()
+
+    assert main(["weights", "list", "--cache-dir", str(tmp_path)]) == 0
+
+    path = tmp_path / "ugains_ignore_mask" / "ignore_mask.pth"
+    assert f"{path} (missing)" in capsys.readouterr().out
+
+
 def test_cli_errors_are_one_line_with_status_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert main(["weights", "fetch", "sam_vit_b", "nope", "--cache-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
