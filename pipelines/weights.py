@@ -273,7 +273,7 @@ def _locked(path: Path, what: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            log.info("waiting for another process using %s (lock %s)", what, path)
+            log.info("waiting for another user of %s (lock %s)", what, path)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -310,7 +310,9 @@ def _download(url: str, part: Path, *, label: str, progress: bool, timeout: floa
         headers = {"User-Agent": f"ugains/{__version__}", "Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-            validator = meta.get("etag") or meta.get("last_modified")
+            etag = meta.get("etag") or ""
+            # If-Range needs a strong validator: a weak ETag ("W/...") could splice versions.
+            validator = (etag if not etag.startswith("W/") else "") or meta.get("last_modified")
             if validator:
                 headers["If-Range"] = validator
         try:
