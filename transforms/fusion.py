@@ -1,0 +1,78 @@
+"""Mask scores and the instance/pixel score fusion (DESIGN steps 7 and 10)."""
+
+from __future__ import annotations
+
+import torch
+
+from transforms._validate import (
+    check_bool,
+    check_float,
+    check_no_nan,
+    check_same_device,
+    check_same_shape,
+)
+
+__all__ = ["fuse_scores", "mask_scores"]
+
+
+def _check_score_and_masks(score: object, masks: object) -> tuple[torch.Tensor, torch.Tensor]:
+    score = check_float("score", score, ndim=2)
+    masks = check_bool("masks", masks, ndim=3)
+    check_same_shape("masks", masks.shape[1:], "score", score.shape)
+    check_same_device("masks", masks, "score", score)
+    check_no_nan("score", score)
+    return score, masks
+
+
+def mask_scores(
+    score: torch.Tensor, masks: torch.Tensor, *, empty_value: float = -1.0
+) -> torch.Tensor:
+    """Mean of the anomaly map inside each mask (DESIGN step 7).
+
+    Pass ``U`` before the ignore region's -30 is applied. One ``[M, HW] @ [HW]`` product.
+
+    Args:
+        score: ``[H, W]`` float anomaly map, no NaN.
+        masks: ``[M, H, W]`` bool.
+        empty_value: score of an empty mask.
+
+    Returns:
+        ``[M]`` float32.
+    """
+    score, masks = _check_score_and_masks(score, masks)
+    flat = masks.flatten(1).float()
+    sums = flat @ score.reshape(-1).float()
+    areas = flat.sum(dim=1)
+    return torch.where(areas > 0, sums / areas.clamp(min=1), torch.full_like(sums, empty_value))
+
+
+def fuse_scores(
+    score: torch.Tensor,
+    masks: torch.Tensor,
+    mask_scores: torch.Tensor,
+    *,
+    empty_value: float = -1.0,
+) -> torch.Tensor:
+    """RbA-ensemble fusion (DESIGN step 10): ``I = sum_k s_k m_k``; ``I[I == 0] = empty_value``;
+    returns ``I + score``.
+
+    The ``== 0`` test is on the summed map, as in UGainS: a covered pixel whose mask scores
+    sum to exactly 0 is filled too. With no masks every pixel is ``score + empty_value``.
+
+    Args:
+        score: ``[H, W]`` float anomaly map ``U``, no NaN.
+        masks: ``[M, H, W]`` bool, the kept masks.
+        mask_scores: ``[M]`` float, no NaN.
+        empty_value: fill value of uncovered pixels.
+
+    Returns:
+        ``[H, W]`` float32.
+    """
+    score, masks = _check_score_and_masks(score, masks)
+    check_float("mask_scores", mask_scores, ndim=1)
+    check_same_shape("mask_scores", mask_scores.shape, "masks", masks.shape[:1])
+    check_same_device("mask_scores", mask_scores, "masks", masks)
+    check_no_nan("mask_scores", mask_scores)
+    instance = (mask_scores.float() @ masks.flatten(1).float()).reshape(score.shape)
+    instance = instance.masked_fill(instance == 0, empty_value)
+    return instance + score.float()

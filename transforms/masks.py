@@ -1,0 +1,124 @@
+"""Mask helpers for the later stages: boxes, COCO RLE, context crops."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from transforms._validate import INT_DTYPES, check_bool, check_count, check_tensor
+
+__all__ = ["crop_box_with_margin", "decode_rle", "encode_rle", "masks_to_boxes"]
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """Tight boxes of masks.
+
+    Args:
+        masks: ``[M, H, W]`` bool.
+
+    Returns:
+        ``[M, 4]`` int64 ``(x, y, w, h)``: the mask's columns are ``[x, x + w)`` and rows
+        ``[y, y + h)``; an empty mask gives ``(0, 0, 0, 0)``.
+    """
+    check_bool("masks", masks, ndim=3)
+    m, height, width = masks.shape
+    if height == 0 or width == 0:
+        return torch.zeros(m, 4, dtype=torch.int64, device=masks.device)
+    cols = masks.any(dim=1)  # [M, W]
+    rows = masks.any(dim=2)  # [M, H]
+
+    def extent(hits: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # argmax of a 0/1 row = its first 1 (PyTorch returns the first maximal index).
+        first = hits.to(torch.uint8).argmax(dim=1)
+        last_from_end = hits.flip(1).to(torch.uint8).argmax(dim=1)
+        nonempty = hits.any(dim=1)
+        length = size - last_from_end - first
+        return torch.where(nonempty, first, 0), torch.where(nonempty, length, 0)
+
+    x, w = extent(cols, width)
+    y, h = extent(rows, height)
+    return torch.stack([x, y, w, h], dim=1).to(torch.int64)
+
+
+def encode_rle(masks: torch.Tensor) -> list[str]:
+    """COCO compressed RLE ``counts`` strings of masks (via ``pycocotools``).
+
+    Args:
+        masks: ``[M, H, W]`` bool (any device; encoded on the CPU).
+
+    Returns:
+        ``M`` ASCII strings, the ``counts`` of ``{"size": [H, W], "counts": ...}``
+        (column-major, as COCO defines it).
+    """
+    from pycocotools import mask as mask_utils
+
+    check_bool("masks", masks, ndim=3)
+    if masks.shape[0] == 0:
+        return []
+    array = np.asfortranarray(masks.permute(1, 2, 0).cpu().numpy().astype(np.uint8))
+    return [rle["counts"].decode("ascii") for rle in mask_utils.encode(array)]
+
+
+def decode_rle(counts: str, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`encode_rle` for one mask: ``[height, width]`` bool on the CPU."""
+    from pycocotools import mask as mask_utils
+
+    if not isinstance(counts, str):
+        raise ValueError(f"counts must be a str, got {type(counts).__name__}")
+    check_count("height", height)
+    check_count("width", width)
+    rle = {"size": [height, width], "counts": counts.encode("ascii")}
+    invalid = f"counts is not a valid COCO RLE of a {height}x{width} mask"
+    try:
+        decoded = mask_utils.decode(rle)
+    except Exception as error:  # pycocotools raises on some corrupt strings...
+        raise ValueError(f"{invalid}: {error}") from None
+    # ...and silently returns garbage for others (e.g. runs not summing to H*W). The encoding
+    # is canonical, so a valid string is exactly the re-encoding of its decoded mask.
+    binary = decoded.astype(bool)
+    if (decoded != binary).any() or encode_rle(torch.from_numpy(binary)[None])[0] != counts:
+        raise ValueError(invalid)
+    return torch.from_numpy(np.ascontiguousarray(binary))
+
+
+def crop_box_with_margin(
+    boxes: torch.Tensor,
+    frame_size: Sequence[int],
+    margin: float = 0.0,
+    min_margin: int = 0,
+) -> torch.Tensor:
+    """Grow boxes by a context margin on every side, clipped to the frame.
+
+    The margin on each side is ``max(ceil(margin * w), min_margin)`` horizontally and
+    ``max(ceil(margin * h), min_margin)`` vertically.
+
+    Args:
+        boxes: ``[M, 4]`` integer ``(x, y, w, h)``.
+        frame_size: ``(H, W)`` of the frame.
+        margin: fraction of the box size added per side, >= 0.
+        min_margin: minimum margin per side in pixels, >= 0.
+
+    Returns:
+        ``[M, 4]`` int64 ``(x, y, w, h)`` inside ``[0, W) x [0, H)``.
+    """
+    check_tensor("boxes", boxes, ndim=2, dtypes=INT_DTYPES, kind="integer")
+    if boxes.shape[1] != 4:
+        raise ValueError(f"boxes must have shape [M, 4] (x, y, w, h), got {tuple(boxes.shape)}")
+    if len(frame_size) != 2:
+        raise ValueError(f"frame_size must be (H, W), got {frame_size!r}")
+    height = check_count("frame_size[0]", int(frame_size[0]), minimum=1)
+    width = check_count("frame_size[1]", int(frame_size[1]), minimum=1)
+    if not margin >= 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    check_count("min_margin", min_margin)
+    b = boxes.to(torch.int64)
+    x, y, w, h = b.unbind(dim=1)
+    mx = torch.ceil(w.double() * margin).long().clamp(min=min_margin)
+    my = torch.ceil(h.double() * margin).long().clamp(min=min_margin)
+    x0 = (x - mx).clamp(0, width)
+    y0 = (y - my).clamp(0, height)
+    x1 = (x + w + mx).clamp(0, width)
+    y1 = (y + h + my).clamp(0, height)
+    return torch.stack([x0, y0, x1 - x0, y1 - y0], dim=1)
