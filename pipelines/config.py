@@ -44,7 +44,20 @@ class ManifestSource(StrictModel):
     path: str
 
 
-Source = Annotated[ImageSource | VideoSource | ManifestSource, Field(discriminator="kind")]
+class DemoSource(StrictModel):
+    """The demo's synthetic drive log, generated under ``path`` on first use.
+
+    Expands to image and video sources; the untrained demo checkpoints are written beside
+    it (``pipelines/demo.py``).
+    """
+
+    kind: Literal["demo"] = "demo"
+    path: str = ".ugains_demo"
+
+
+Source = Annotated[
+    ImageSource | VideoSource | ManifestSource | DemoSource, Field(discriminator="kind")
+]
 
 
 class OutputConfig(StrictModel):

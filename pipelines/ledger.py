@@ -1,0 +1,95 @@
+"""The ledger of frames already mined, one Parquet file per config fingerprint.
+
+``<output.root>/ledger/<fingerprint>.parquet`` holds one row per frame URI a run with that
+fingerprint finished: ``status`` "ok" (in ``frames``) or "error" (in ``errors``). Frames are
+identified by URI, not key: a key indexes a log's sorted images, and a file added to a log
+folder can shift the indices, while a URI always names the same frame.
+
+The ledger is updated only after a run's outputs are final (from the tables the run wrote),
+and written to a temporary file first and then renamed, so an interrupted run leaves the
+previous ledger intact and its frames are mined again next time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.sinks import read_table
+
+__all__ = ["LEDGER_SCHEMA", "Ledger", "ledger_path"]
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("frame_uri", pa.string(), nullable=False),
+        pa.field("frame_key", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # "ok" | "error"
+        pa.field("run_id", pa.string(), nullable=False),
+    ],
+    metadata={"ugains.table": "ledger", "ugains.schema_version": "1"},
+)
+
+
+def ledger_path(root: str, fingerprint: str) -> str:
+    return FileSystems.join(root, "ledger", f"{fingerprint}.parquet")
+
+
+@dataclass
+class Ledger:
+    """Frame URI -> (frame key, status, run id) of one fingerprint."""
+
+    path: str
+    entries: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, root: str, fingerprint: str) -> Ledger:
+        """The ledger of ``fingerprint`` under ``root`` (empty if there is none yet)."""
+        path = ledger_path(root, fingerprint)
+        ledger = cls(path)
+        if FileSystems.exists(path):
+            with FileSystems.open(path) as handle:
+                table = pq.read_table(handle, schema=LEDGER_SCHEMA)
+            for row in table.to_pylist():
+                ledger.entries[row["frame_uri"]] = (row["frame_key"], row["status"], row["run_id"])
+        return ledger
+
+    def seen(self, *, retry_errors: bool = False) -> frozenset[str]:
+        """URIs a new run should skip: all recorded frames, or only the "ok" ones."""
+        return frozenset(
+            uri
+            for uri, (_, status, _) in self.entries.items()
+            if status == "ok" or not retry_errors
+        )
+
+    def record_run(self, run_dir: str, run_id: str) -> int:
+        """Add the frames and errors a finished run wrote; returns how many rows it added."""
+        added = 0
+        for table, status in (("frames", "ok"), ("errors", "error")):
+            rows = read_table(run_dir, table).select(["frame_uri", "frame_key"]).to_pylist()
+            for row in rows:
+                self.entries[row["frame_uri"]] = (row["frame_key"], status, run_id)
+                added += 1
+        return added
+
+    def save(self) -> None:
+        """Write the ledger atomically (temporary file, then rename)."""
+        uris = sorted(self.entries)
+        table = pa.table(
+            {
+                "frame_uri": uris,
+                "frame_key": [self.entries[u][0] for u in uris],
+                "status": [self.entries[u][1] for u in uris],
+                "run_id": [self.entries[u][2] for u in uris],
+            },
+            schema=LEDGER_SCHEMA,
+        )
+        tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
+        with FileSystems.create(tmp) as handle:
+            pq.write_table(table, handle, compression="zstd")
+        if FileSystems.exists(self.path):
+            FileSystems.delete([self.path])
+        FileSystems.rename([tmp], [self.path])

@@ -1,0 +1,402 @@
+"""``ugains mine``: the Beam mining pipeline, from drive logs to ranked anomaly crops.
+
+The pipeline is a short chain of named transforms::
+
+    FrameSources -> Shard (Reshuffle) -> Decode -> RunInference -> InstancesToRows
+        -> WriteInstances / TopCandidates -> WriteCandidates / WriteFrames / WriteErrors
+
+Runs are incremental: frames already in the ledger of the config's fingerprint are skipped;
+when nothing is new, the command says so and exits 0 without creating a run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import apache_beam as beam
+import yaml
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipelines import __version__
+from pipelines.config import ConfigError, DemoSource, MiningConfig, load_config
+from pipelines.decode import DecodeFrames
+from pipelines.inference import RunUGainS, UGainSModelHandler, stage_checkpoints
+from pipelines.ledger import Ledger
+from pipelines.rows import FailuresToRows, InstancesToRows, RunContext
+from pipelines.schema import TABLES
+from pipelines.sinks import TopCandidates, WriteTable, count_rows, read_table
+from pipelines.sources import Plan, SourceError, plan_sources
+
+__all__ = [
+    "ACCEPTS_BEAM_OPTIONS",
+    "MiningResult",
+    "ModelLoadError",
+    "UnsupportedRunnerError",
+    "build_pipeline",
+    "configure_parser",
+    "expand_demo_sources",
+    "make_run_id",
+    "mine",
+    "pipeline_options",
+    "run",
+]
+
+ACCEPTS_BEAM_OPTIONS = True
+_LOG = logging.getLogger(__name__)
+
+# Runners this tool refuses, and why (DESIGN.md, "Beam runners seen here").
+_REFUSED_RUNNERS = {
+    "daskrunner": "Beam's DaskRunner silently drops the last partial batch of BatchElements "
+    "and RunInference (16 of 20 elements came out in our test); use the DirectRunner locally "
+    "or DataflowRunner / FlinkRunner / SparkRunner at scale",
+    "prismrunner": "the PrismRunner downloads its binary at run time, which fails offline; "
+    "use the DirectRunner (the default) locally",
+}
+
+
+class UnsupportedRunnerError(ValueError):
+    """A Beam runner this pipeline refuses to run on."""
+
+
+class ModelLoadError(RuntimeError):
+    """The config's models cannot be loaded; raised on the launcher before any work starts."""
+
+
+@dataclass
+class MiningResult:
+    """What a mining run did: its directory, row counts and Beam counters."""
+
+    run_id: str | None
+    run_dir: str | None
+    planned: int
+    skipped: int
+    counts: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def make_run_id(fingerprint: str, now: datetime | None = None) -> str:
+    """``YYYYmmddTHHMMSSZ-<fingerprint>`` in UTC."""
+    now = now or datetime.now(UTC)
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{fingerprint}"
+
+
+def pipeline_options(config: MiningConfig, beam_args: Sequence[str] = ()) -> PipelineOptions:
+    """Beam options: the config's ``runner`` section, then command-line options on top.
+
+    Raises:
+        UnsupportedRunnerError: the DaskRunner or the PrismRunner was asked for.
+    """
+    runner = config.runner
+    flags = [
+        f"--runner={runner.runner}",
+        f"--direct_num_workers={runner.direct_num_workers}",
+        f"--direct_running_mode={runner.direct_running_mode}",
+    ]
+    for name, value in runner.options.items():
+        if value is True:
+            flags.append(f"--{name}")
+        elif value is not False:
+            flags.append(f"--{name}={value}")
+    options = PipelineOptions([*flags, *beam_args])
+    chosen = str(options.view_as(StandardOptions).runner or "DirectRunner")
+    name = chosen.rsplit(".", 1)[-1].lower()
+    if not name.endswith("runner"):
+        name += "runner"
+    if name in _REFUSED_RUNNERS:
+        raise UnsupportedRunnerError(f"runner {chosen} is not supported: {_REFUSED_RUNNERS[name]}")
+    return options
+
+
+def _runner_for(options: PipelineOptions) -> Any:
+    """The runner object; the DirectRunner is run as its batch engine, the FnApiRunner.
+
+    apache-beam 2.77's DirectRunner first tries the PrismRunner, which downloads a binary
+    (DESIGN.md); the FnApiRunner is what it falls back to for batch pipelines, and it honours
+    ``direct_num_workers`` / ``direct_running_mode``.
+    """
+    name = str(options.view_as(StandardOptions).runner or "DirectRunner")
+    if name in ("DirectRunner", "FnApiRunner"):
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return FnApiRunner()
+    return name
+
+
+def expand_demo_sources(config: MiningConfig) -> MiningConfig:
+    """Replace ``kind: demo`` sources by the generated demo log's image and video sources."""
+    if not any(isinstance(source, DemoSource) for source in config.sources):
+        return config
+    from pipelines.demo import ensure_demo
+
+    sources = []
+    for source in config.sources:
+        sources.extend(ensure_demo(source.path) if isinstance(source, DemoSource) else [source])
+    return config.model_copy(update={"sources": sources})
+
+
+def _checkpoint_id(path: str | None, fallback: str) -> str:
+    return path or f"random-init:{fallback}"
+
+
+def _check_models(config: MiningConfig) -> None:
+    """Load the models once on the launcher's CPU: a bad checkpoint stops the run here."""
+    from models.ugains import build_ugains
+
+    started = time.perf_counter()
+    try:
+        build_ugains(stage_checkpoints(config.models), device="cpu")
+    except Exception as error:
+        raise ModelLoadError(f"the models of this config cannot be loaded: {error}") from error
+    _LOG.info("models load (checked on the launcher in %.1f s)", time.perf_counter() - started)
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline, config: MiningConfig, plan: Plan, ctx: RunContext
+) -> None:
+    """Add the mining transforms for ``plan`` to ``pipeline``, writing into ``ctx.run_dir``."""
+    handler = UGainSModelHandler(
+        config.models, config.inference, store_semantic=config.output.store_semantic
+    )
+    inference = config.inference
+    model_size = tuple(config.models.method.reference_size)
+    compression = config.output.compression
+
+    units = pipeline | "FrameSources" >> beam.Create(plan.units, reshuffle=False)
+    unreadable = pipeline | "UnreadableSources" >> beam.Create(plan.failures, reshuffle=False)
+    decoded, decode_failures = (
+        units
+        | "Shard" >> beam.Reshuffle()
+        | "Decode" >> DecodeFrames(model_size, inference.min_image_side, inference.max_image_side)
+    )
+    results, inference_failures = decoded | "RunInference" >> RunUGainS(
+        handler, model_identifier=f"ugains-{ctx.config_fingerprint}"
+    )
+    instances, frames, row_failures = results | "InstancesToRows" >> InstancesToRows(ctx)
+    errors = (
+        (unreadable, decode_failures, inference_failures, row_failures)
+        | "AllFailures" >> beam.Flatten()
+        | "ErrorRows" >> FailuresToRows(ctx)
+    )
+    _ = instances | "WriteInstances" >> WriteTable("instances", ctx.run_dir, compression)
+    _ = (
+        instances
+        | "TopCandidates" >> TopCandidates(config.output.top_n)
+        | "WriteCandidates" >> WriteTable("candidates", ctx.run_dir, compression)
+    )
+    _ = frames | "WriteFrames" >> WriteTable("frames", ctx.run_dir, compression)
+    _ = errors | "WriteErrors" >> WriteTable("errors", ctx.run_dir, compression)
+
+
+def _counters(result: Any) -> dict[str, int]:
+    try:
+        counters = result.metrics().query(beam.metrics.MetricsFilter())["counters"]
+    except Exception:  # some runners do not report metrics; the table counts still stand
+        return {}
+    return {
+        c.key.metric.name: int(c.committed or c.attempted or 0)
+        for c in counters
+        if c.key.metric.namespace == "ugains"
+    }
+
+
+def mine(
+    config: MiningConfig,
+    *,
+    beam_args: Sequence[str] = (),
+    run_id: str | None = None,
+    retry_errors: bool = False,
+    ignore_ledger: bool = False,
+    check_models: bool = True,
+) -> MiningResult:
+    """Run the mining pipeline for ``config``; returns what it did.
+
+    Frames in the ledger of the config's fingerprint are skipped (unless ``ignore_ledger``;
+    failed frames are retried with ``retry_errors``). The ledger is updated only after the
+    pipeline finished and its tables are written.
+    """
+    started = time.perf_counter()
+    options = pipeline_options(config, beam_args)
+    config = expand_demo_sources(config)
+    fingerprint = config.fingerprint()
+    ledger = Ledger.load(config.output.root, fingerprint)
+    seen = (
+        frozenset()
+        if ignore_ledger or not config.output.incremental
+        else ledger.seen(retry_errors=retry_errors)
+    )
+    plan = plan_sources(config.sources, skip_uris=seen)
+    if plan.num_frames == 0:
+        return MiningResult(None, None, 0, plan.skipped, seconds=time.perf_counter() - started)
+    if check_models:
+        _check_models(config)
+
+    run_id = run_id or make_run_id(fingerprint)
+    run_dir = FileSystems.join(config.output.root, "runs", run_id)
+    ctx = RunContext(
+        run_id=run_id,
+        run_dir=run_dir,
+        config_fingerprint=fingerprint,
+        ugains_version=__version__,
+        mask2former_checkpoint=_checkpoint_id(
+            config.models.mask2former.checkpoint, config.models.mask2former.architecture
+        ),
+        sam_checkpoint=_checkpoint_id(config.models.sam.checkpoint, config.models.sam.model_type),
+        crop_margin=config.output.crop_margin,
+        min_crop_margin=config.output.min_crop_margin,
+        store_maps=config.output.store_maps,
+        store_semantic=config.output.store_semantic,
+    )
+    _LOG.info(
+        "run %s: %d frames to mine (%d already in the ledger) -> %s",
+        run_id,
+        plan.num_frames,
+        plan.skipped,
+        run_dir,
+    )
+    pipeline = beam.Pipeline(runner=_runner_for(options), options=options)
+    build_pipeline(pipeline, config, plan, ctx)
+    result = pipeline.run()
+    result.wait_until_finish()
+
+    counts = {table: count_rows(run_dir, table) for table in TABLES}
+    mining = MiningResult(
+        run_id,
+        run_dir,
+        plan.num_frames,
+        plan.skipped,
+        counts,
+        _counters(result),
+        time.perf_counter() - started,
+    )
+    _write_run_json(config, ctx, mining)
+    if config.output.incremental:
+        ledger.record_run(run_dir, run_id)
+        ledger.save()
+    return mining
+
+
+def _write_run_json(config: MiningConfig, ctx: RunContext, result: MiningResult) -> None:
+    record = {
+        "run_id": ctx.run_id,
+        "config_name": config.name,
+        "config_fingerprint": ctx.config_fingerprint,
+        "ugains_version": ctx.ugains_version,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "checkpoints": {"mask2former": ctx.mask2former_checkpoint, "sam": ctx.sam_checkpoint},
+        "frames_planned": result.planned,
+        "frames_skipped_by_ledger": result.skipped,
+        "counts": result.counts,
+        "counters": result.counters,
+        "seconds": round(result.seconds, 3),
+        "config": config.model_dump(mode="json"),
+    }
+    with FileSystems.create(FileSystems.join(ctx.run_dir, "run.json")) as handle:
+        handle.write(json.dumps(record, indent=2).encode())
+
+
+def format_candidates(run_dir: str, limit: int = 10) -> str:
+    """The top ``limit`` candidates of a run as a text table."""
+    table = read_table(run_dir, "candidates").slice(0, limit)
+    header = (
+        f"{'rank':>4}  {'score':>8}  {'sam_iou':>7}  {'area':>7}  {'bbox (x,y,w,h)':<22}  frame"
+    )
+    lines = [header, "-" * len(header)]
+    for row in table.select(
+        ["rank", "score", "sam_iou", "area", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "frame_uri"]
+    ).to_pylist():
+        box = f"{row['bbox_x']},{row['bbox_y']},{row['bbox_w']},{row['bbox_h']}"
+        lines.append(
+            f"{row['rank']:>4}  {row['score']:>8.4f}  {row['sam_iou']:>7.3f}  "
+            f"{row['area']:>7}  {box:<22}  {row['frame_uri']}"
+        )
+    return "\n".join(lines)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = (
+        "Run the Beam mining pipeline: read the config's sources, run UGainS on every frame "
+        "not yet in the ledger, and write instances/, candidates.parquet, frames/, errors/ "
+        "and maps/ into <output.root>/runs/<run id>/."
+    )
+    parser.epilog = (
+        "Any other option is a Beam pipeline option and overrides the config's runner "
+        "section, e.g.\n"
+        "  --runner DataflowRunner --project P --region R --temp_location gs://B/tmp "
+        "--setup_file ./setup.py\n"
+        "  --direct_num_workers 4 --direct_running_mode multi_processing\n"
+        "The DaskRunner (loses batched elements) and the PrismRunner (downloads a binary) are "
+        "refused."
+    )
+    parser.add_argument("--config", required=True, help="mining config YAML")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value by its dotted path (value parsed as YAML), repeatable",
+    )
+    parser.add_argument("--run-id", help="run directory name (default: UTC time + fingerprint)")
+    parser.add_argument(
+        "--retry-errors", action="store_true", help="mine frames that failed in earlier runs again"
+    )
+    parser.add_argument(
+        "--ignore-ledger", action="store_true", help="mine every frame, even those already mined"
+    )
+    parser.add_argument(
+        "--skip-model-check",
+        action="store_true",
+        help="do not load the models on the launcher first (e.g. checkpoints only on workers)",
+    )
+    parser.add_argument("--top", type=int, default=10, help="candidates to print (default 10)")
+
+
+def _overrides(items: Sequence[str]) -> dict[str, Any]:
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"ugains mine: --set expects KEY=VALUE, got {item!r}")
+        parsed[key] = yaml.safe_load(value)
+    return parsed
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, _overrides(args.overrides))
+        result = mine(
+            config,
+            beam_args=getattr(args, "beam_options", []),
+            run_id=args.run_id,
+            retry_errors=args.retry_errors,
+            ignore_ledger=args.ignore_ledger,
+            check_models=not args.skip_model_check,
+        )
+    except (ConfigError, UnsupportedRunnerError, SourceError, ModelLoadError) as error:
+        print(f"ugains mine: {error}", file=sys.stderr)
+        return 2
+    if result.run_dir is None:
+        print(
+            f"nothing new to mine: all {result.skipped} frames of the sources are in the "
+            f"ledger of this config ({config.output.root}/ledger/); no run was started"
+        )
+        return 0
+    counts = ", ".join(f"{table} {n}" for table, n in result.counts.items())
+    print(f"run {result.run_id}: {result.planned} frames in {result.seconds:.1f} s ({counts})")
+    if result.skipped:
+        print(f"skipped {result.skipped} frames already in the ledger")
+    print(f"outputs: {result.run_dir}")
+    if result.counts.get("candidates"):
+        print(format_candidates(result.run_dir, args.top))
+    return 0

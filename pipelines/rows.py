@@ -1,0 +1,283 @@
+"""Per-frame results -> rows of the ``instances``, ``frames`` and ``errors`` tables.
+
+Masks, boxes, prompt points and crops are reported in the frame's ORIGINAL pixels: masks are
+resized from the model size with nearest neighbour (OpenCV's ``INTER_NEAREST``, the same
+sampling as ``torch.nn.functional.interpolate(mode="nearest")``), so a frame already at the
+model size keeps its masks bit for bit. Instances whose mask is empty at the original size
+(possible when a frame is smaller than the model size) are left out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import torch
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import PredictionResult
+
+from pipelines.decode import DecodedFrame, dead_letter_failures
+from pipelines.inference import FrameInference
+from pipelines.sources import FrameFailure, FrameRef
+from transforms.masks import crop_box_with_margin, decode_rle, encode_rle, masks_to_boxes
+
+__all__ = [
+    "FRAMES",
+    "FailuresToRows",
+    "InstancesToRows",
+    "RunContext",
+    "error_row",
+    "frame_row",
+    "instance_rows",
+    "map_uri",
+]
+
+_LOG = logging.getLogger(__name__)
+FRAMES = "frames"
+_PROGRESS_EVERY = 25
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every row of a run shares: identity, provenance and output options."""
+
+    run_id: str
+    run_dir: str
+    config_fingerprint: str
+    ugains_version: str
+    mask2former_checkpoint: str | None
+    sam_checkpoint: str | None
+    crop_margin: float = 0.25
+    min_crop_margin: int = 16
+    store_maps: bool = True
+    store_semantic: bool = False
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "mask2former_checkpoint": self.mask2former_checkpoint,
+            "sam_checkpoint": self.sam_checkpoint,
+            "config_fingerprint": self.config_fingerprint,
+            "ugains_version": self.ugains_version,
+        }
+
+
+def _identity(ctx: RunContext, ref: FrameRef) -> dict[str, Any]:
+    return {
+        "run_id": ctx.run_id,
+        "frame_key": ref.key,
+        "frame_uri": ref.uri,
+        "log_id": ref.log_id,
+        "frame_index": ref.frame_index,
+        "timestamp": ref.timestamp,
+    }
+
+
+def _to_original(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    if mask.shape == size:
+        return mask
+    resized = cv2.resize(mask.view(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    return resized.astype(bool)
+
+
+def _point_to_original(point: np.ndarray, model_size: tuple[int, int], size: tuple[int, int]):
+    # The centre of the model pixel's footprint in the original frame.
+    x = min(int((int(point[0]) + 0.5) * size[1] / model_size[1]), size[1] - 1)
+    y = min(int((int(point[1]) + 0.5) * size[0] / model_size[0]), size[0] - 1)
+    return x, y
+
+
+def _crop_png(image: np.ndarray, box: tuple[int, int, int, int]) -> bytes:
+    import cv2
+
+    x, y, w, h = box
+    crop = np.ascontiguousarray(image[y : y + h, x : x + w, ::-1])  # RGB -> OpenCV's BGR
+    ok, png = cv2.imencode(".png", crop)
+    if not ok:  # pragma: no cover - any non-empty uint8 crop encodes
+        raise RuntimeError(f"cannot PNG-encode a crop of {w}x{h} pixels")
+    return png.tobytes()
+
+
+def instance_rows(
+    frame: DecodedFrame, result: FrameInference, ctx: RunContext
+) -> list[dict[str, Any]]:
+    """One row per non-empty instance of ``frame``, in the model's (descending score) order."""
+    size = frame.size
+    rows: list[dict[str, Any]] = []
+    for i, counts in enumerate(result.mask_rles):
+        small = decode_rle(counts, *result.size).numpy()
+        mask = torch.from_numpy(_to_original(small, size))[None]
+        area = int(mask.sum())
+        if area == 0:
+            continue
+        box = masks_to_boxes(mask)
+        crop = crop_box_with_margin(box, size, ctx.crop_margin, ctx.min_crop_margin)[0].tolist()
+        x, y, w, h = box[0].tolist()
+        point_x, point_y = _point_to_original(result.points[i], result.size, size)
+        index = len(rows)
+        rows.append(
+            {
+                **_identity(ctx, frame.ref),
+                "frame_height": size[0],
+                "frame_width": size[1],
+                "instance_index": index,
+                "instance_id": f"{frame.ref.key}#{index}",
+                "score": float(result.scores[i]),
+                "sam_iou": float(result.sam_iou[i]),
+                "area": area,
+                "bbox_x": x,
+                "bbox_y": y,
+                "bbox_w": w,
+                "bbox_h": h,
+                "point_x": point_x,
+                "point_y": point_y,
+                "mask_rle": encode_rle(mask)[0],
+                "crop_png": _crop_png(frame.image, tuple(crop)),
+                "crop_x": crop[0],
+                "crop_y": crop[1],
+                "crop_w": crop[2],
+                "crop_h": crop[3],
+                **ctx.provenance(),
+            }
+        )
+    return rows
+
+
+def map_uri(ctx: RunContext, ref: FrameRef, kind: str) -> str:
+    """Where a frame's ``kind`` ("fused" or "semantic") PNG goes in the run directory."""
+    return FileSystems.join(ctx.run_dir, "maps", ref.log_id, f"{ref.frame_index:06d}_{kind}.png")
+
+
+def _write(uri: str, data: bytes) -> None:
+    # Deterministic names: a retried bundle rewrites the same file.
+    with FileSystems.create(uri, mime_type="image/png") as handle:
+        handle.write(data)
+
+
+def frame_row(
+    frame: DecodedFrame,
+    result: FrameInference,
+    ctx: RunContext,
+    *,
+    num_instances: int,
+    rows_ms: float,
+    fused_map_uri: str | None = None,
+    semantic_uri: str | None = None,
+) -> dict[str, Any]:
+    """The ``frames`` row of a processed frame."""
+    stored = fused_map_uri is not None
+    return {
+        **_identity(ctx, frame.ref),
+        "status": "gated" if result.gated else "ok",
+        "frame_height": frame.size[0],
+        "frame_width": frame.size[1],
+        "num_instances": num_instances,
+        "max_anomaly_score": result.max_anomaly_score,
+        "max_fused_score": result.max_fused_score,
+        "fused_map_uri": fused_map_uri,
+        "fused_map_min": result.fused_min if stored else None,
+        "fused_map_max": result.fused_max if stored else None,
+        "semantic_uri": semantic_uri,
+        "decode_ms": frame.decode_ms,
+        "inference_ms": float(sum(result.timings.values())),
+        "rows_ms": rows_ms,
+        **ctx.provenance(),
+    }
+
+
+def error_row(failure: FrameFailure, ctx: RunContext) -> dict[str, Any]:
+    """The ``errors`` row of a frame that could not be processed."""
+    return {
+        **_identity(ctx, failure.ref),
+        "stage": failure.stage,
+        "error_type": failure.error_type,
+        "reason": failure.reason,
+        "config_fingerprint": ctx.config_fingerprint,
+    }
+
+
+class _ToRows(beam.DoFn):
+    """``(key, PredictionResult)`` -> instance rows; the frame row on the ``frames`` output."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.processed = beam.metrics.Metrics.counter("ugains", "frames_processed")
+        self.instances = beam.metrics.Metrics.counter("ugains", "instances")
+        self.count = 0
+
+    def process(self, element: tuple[str, PredictionResult]) -> Iterator[Any]:
+        start = time.perf_counter()
+        _, prediction = element
+        frame, result = prediction.example, prediction.inference
+        rows = instance_rows(frame, result, self.ctx)
+        fused_uri = semantic_uri = None
+        if self.ctx.store_maps and rows:
+            fused_uri = map_uri(self.ctx, frame.ref, "fused")
+            _write(fused_uri, result.fused_png)
+        if self.ctx.store_semantic and result.semantic_png is not None:
+            semantic_uri = map_uri(self.ctx, frame.ref, "semantic")
+            _write(semantic_uri, result.semantic_png)
+        rows_ms = (time.perf_counter() - start) * 1e3
+        yield from rows
+        yield beam.pvalue.TaggedOutput(
+            FRAMES,
+            frame_row(
+                frame,
+                result,
+                self.ctx,
+                num_instances=len(rows),
+                rows_ms=rows_ms,
+                fused_map_uri=fused_uri,
+                semantic_uri=semantic_uri,
+            ),
+        )
+        self.processed.inc()
+        self.instances.inc(len(rows))
+        self.count += 1
+        _LOG.debug("frame %s: %d instances", frame.ref.key, len(rows))
+        if self.count % _PROGRESS_EVERY == 0:
+            _LOG.info("progress: this worker has processed %d frames", self.count)
+
+
+class InstancesToRows(beam.PTransform):
+    """Inference results -> ``(instance rows, frame rows, failures)``."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def expand(self, results: beam.PCollection) -> tuple[beam.PCollection, ...]:
+        out = results | "ToRows" >> beam.ParDo(_ToRows(self.ctx)).with_exception_handling(
+            main_tag="instances", dead_letter_tag="dead_letter"
+        ).with_outputs(FRAMES, main="instances")
+        failures = out["dead_letter"] | "RowFailures" >> beam.FlatMap(
+            lambda bad: dead_letter_failures("rows", [bad[0][1].example.ref], bad[1])
+        )
+        return out["instances"], out[FRAMES], failures
+
+
+class _ErrorRow(beam.DoFn):
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.failed = beam.metrics.Metrics.counter("ugains", "frames_failed")
+
+    def process(self, failure: FrameFailure) -> Iterator[dict[str, Any]]:
+        self.failed.inc()
+        yield error_row(failure, self.ctx)
+
+
+class FailuresToRows(beam.PTransform):
+    """Failures of every stage -> ``errors`` rows (and the ``frames_failed`` counter)."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def expand(self, failures: beam.PCollection) -> beam.PCollection:
+        return failures | "ErrorRow" >> beam.ParDo(_ErrorRow(self.ctx))

@@ -1,0 +1,350 @@
+"""Frame references: which frames a mining run reads, each under a stable key.
+
+The launcher plans the sources once (:func:`plan_sources`): it lists image files, counts the
+frames of each video and reads manifests, through Beam's ``FileSystems`` so ``gs://`` and
+``s3://`` paths work when the matching Beam extra is installed. Planning on the launcher lets a
+rerun skip frames already in the ledger before any worker starts, and lets it say "nothing
+new" without launching a job. Workers then decode the planned :class:`ReadUnit` s.
+
+Frame keys are ``"<log_id>/<frame index:06d>"``: the frame's index in its video, or its
+position among the log's images sorted by path (manifests: sorted by timestamp, then URI).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import posixpath
+import re
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Container, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.config import ImageSource, ManifestSource, Source, VideoSource
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "FrameFailure",
+    "FrameRef",
+    "Plan",
+    "ReadUnit",
+    "SourceError",
+    "frame_key",
+    "local_copy",
+    "plan_sources",
+    "split_video_uri",
+]
+
+_LOG = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_VIDEO_FRAME = re.compile(r"^(?P<video>.+)#frame=(?P<index>\d+)$")
+
+
+class SourceError(ValueError):
+    """A source of the config cannot be planned; the message names it (``sources.1``)."""
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """One input frame: where it is and what it is called.
+
+    ``video_uri`` is set for a frame of a video; ``frame_index`` is then its index in the
+    video and ``uri`` is ``"<video_uri>#frame=<frame_index>"``.
+    """
+
+    key: str
+    uri: str
+    log_id: str
+    frame_index: int
+    timestamp: float | None = None
+    video_uri: str | None = None
+    video_frame: int | None = None
+
+
+@dataclass(frozen=True)
+class ReadUnit:
+    """What one decode call reads: one image, or a run of frames of one video.
+
+    Video frames travel in runs so a worker seeks once and then reads sequentially.
+    """
+
+    refs: tuple[FrameRef, ...]
+
+    @property
+    def uri(self) -> str:
+        first = self.refs[0]
+        return first.video_uri or first.uri
+
+
+@dataclass(frozen=True)
+class FrameFailure:
+    """An input frame that could not be processed; becomes one row of ``errors/``."""
+
+    ref: FrameRef
+    stage: str  # "read" | "decode" | "inference" | "rows"
+    error_type: str
+    reason: str
+
+
+@dataclass
+class Plan:
+    """The planned work of a run: units to decode and frames that already failed to read."""
+
+    units: list[ReadUnit] = field(default_factory=list)
+    failures: list[FrameFailure] = field(default_factory=list)
+    skipped: int = 0  # frames left out because the ledger has them
+
+    @property
+    def num_frames(self) -> int:
+        return sum(len(unit.refs) for unit in self.units) + len(self.failures)
+
+
+def frame_key(log_id: str, frame_index: int) -> str:
+    """The stable key of a frame."""
+    return f"{log_id}/{frame_index:06d}"
+
+
+def split_video_uri(uri: str) -> tuple[str, int] | None:
+    """``"clip.mp4#frame=12"`` -> ``("clip.mp4", 12)``; None for a plain URI."""
+    match = _VIDEO_FRAME.match(uri)
+    return (match["video"], int(match["index"])) if match else None
+
+
+@contextmanager
+def local_copy(uri: str) -> Iterator[str]:
+    """A local path holding ``uri``'s bytes (OpenCV reads videos from local paths only)."""
+    if FileSystems.get_scheme(uri) in (None, "file"):
+        yield uri
+        return
+    suffix = posixpath.splitext(uri)[1]
+    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+        with FileSystems.open(uri) as remote:
+            shutil.copyfileobj(remote, tmp)
+        tmp.flush()
+        yield tmp.name
+
+
+def plan_sources(
+    sources: Sequence[Source],
+    *,
+    skip_uris: Container[str] = frozenset(),
+    video_run_length: int = 16,
+) -> Plan:
+    """List every frame of ``sources``, leaving out URIs in ``skip_uris`` (the ledger).
+
+    Raises:
+        SourceError: a source matches nothing, or two frames would get the same key; the
+            message names the source by its position in the config (``sources.1``).
+    """
+    plan = Plan()
+    keys: dict[str, str] = {}
+    for position, source in enumerate(sources):
+        where = f"sources.{position} ({source.path})"
+        if isinstance(source, ImageSource):
+            refs, failures = _image_refs(source, where), []
+        elif isinstance(source, VideoSource):
+            refs, failures = _video_refs(source, where)
+        elif isinstance(source, ManifestSource):
+            refs, failures = _manifest_refs(source, where), []
+        else:  # pragma: no cover - the config schema admits no other kind
+            raise SourceError(f"{where}: unsupported source kind {source.kind!r}")
+        for ref in [*refs, *(failure.ref for failure in failures)]:
+            if ref.key in keys:
+                raise SourceError(
+                    f"{where}: frame key {ref.key!r} of {ref.uri} is also the key of "
+                    f"{keys[ref.key]}; give the sources distinct log_id values"
+                )
+            keys[ref.key] = ref.uri
+        fresh = [ref for ref in refs if ref.uri not in skip_uris]
+        plan.skipped += len(refs) - len(fresh)
+        plan.units.extend(_units(fresh, video_run_length))
+        plan.failures.extend(f for f in failures if f.ref.uri not in skip_uris)
+    return plan
+
+
+def _units(refs: list[FrameRef], run_length: int) -> Iterator[ReadUnit]:
+    """Images one per unit; video frames in runs of consecutive planned frames."""
+    run: list[FrameRef] = []
+    for ref in refs:
+        if ref.video_uri is None:
+            yield ReadUnit((ref,))
+            continue
+        if run and (run[-1].video_uri != ref.video_uri or len(run) >= run_length):
+            yield ReadUnit(tuple(run))
+            run = []
+        run.append(ref)
+    if run:
+        yield ReadUnit(tuple(run))
+
+
+def _match(pattern: str) -> list[str]:
+    results = FileSystems.match([pattern])[0].metadata_list
+    return sorted(meta.path for meta in results)
+
+
+def _image_paths(path: str) -> list[str]:
+    if _GLOB_CHARS.search(path):
+        return _match(path)
+    is_local = FileSystems.get_scheme(path) in (None, "file")
+    if (is_local and os.path.isdir(path)) or (not is_local and not FileSystems.exists(path)):
+        pattern = FileSystems.join(path.rstrip("/"), "*")
+        return [p for p in _match(pattern) if p.lower().endswith(IMAGE_EXTENSIONS)]
+    return _match(path)
+
+
+def _folder_name(path: str) -> str:
+    return posixpath.basename(posixpath.dirname(path.replace(os.sep, "/"))) or "log"
+
+
+def _stem(path: str) -> str:
+    return posixpath.splitext(posixpath.basename(path.replace(os.sep, "/")))[0]
+
+
+def _image_refs(source: ImageSource, where: str) -> list[FrameRef]:
+    paths = _image_paths(source.path)
+    if not paths:
+        raise SourceError(f"{where}: no image files match")
+    by_log: dict[str, list[str]] = defaultdict(list)
+    for path in paths:
+        by_log[source.log_id or _folder_name(path)].append(path)
+    return [
+        FrameRef(key=frame_key(log_id, index), uri=path, log_id=log_id, frame_index=index)
+        for log_id, log_paths in sorted(by_log.items())
+        for index, path in enumerate(sorted(log_paths))
+    ]
+
+
+def _video_refs(source: VideoSource, where: str) -> tuple[list[FrameRef], list[FrameFailure]]:
+    paths = _match(source.path)
+    if not paths:
+        raise SourceError(f"{where}: no video files match")
+    if source.log_id and len(paths) > 1:
+        raise SourceError(
+            f"{where}: log_id {source.log_id!r} given but {len(paths)} videos match; "
+            "their frame keys would collide (leave log_id unset to use each file's name)"
+        )
+    refs: list[FrameRef] = []
+    failures: list[FrameFailure] = []
+    for path in paths:
+        log_id = source.log_id or _stem(path)
+        try:
+            count, fps = video_frame_count(path)
+        except (OSError, ValueError) as error:
+            # The whole video is one unreadable input: one error row under its first key.
+            ref = FrameRef(frame_key(log_id, source.start), path, log_id, source.start)
+            failures.append(FrameFailure(ref, "read", type(error).__name__, str(error)))
+            _LOG.warning("%s: cannot read video %s: %s", where, path, error)
+            continue
+        end = count if source.end is None else min(count, source.end)
+        indices = range(source.start, end, source.stride)
+        if source.max_frames is not None:
+            indices = indices[: source.max_frames]
+        for index in indices:
+            refs.append(
+                FrameRef(
+                    key=frame_key(log_id, index),
+                    uri=f"{path}#frame={index}",
+                    log_id=log_id,
+                    frame_index=index,
+                    timestamp=index / fps if fps > 0 else None,
+                    video_uri=path,
+                    video_frame=index,
+                )
+            )
+    return refs, failures
+
+
+def video_frame_count(uri: str) -> tuple[int, float]:
+    """``(frames, fps)`` of a video. Counts by reading when the container does not say.
+
+    Raises:
+        ValueError: OpenCV cannot open the file or it has no frames.
+    """
+    import cv2
+
+    with local_copy(uri) as path:
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"video {uri} is empty (0 bytes)")
+        capture = cv2.VideoCapture(path)
+        try:
+            if not capture.isOpened():
+                raise ValueError(f"video {uri} cannot be opened (corrupt, truncated or no codec)")
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+            if count <= 0:
+                count = 0
+                while capture.grab():
+                    count += 1
+        finally:
+            capture.release()
+    if count == 0:
+        raise ValueError(f"video {uri} has no decodable frames")
+    return count, fps
+
+
+def _manifest_refs(source: ManifestSource, where: str) -> list[FrameRef]:
+    rows = _read_manifest(source.path, where)
+    by_log: dict[str, list[tuple[float | None, str]]] = defaultdict(list)
+    for line, row in enumerate(rows, start=2):
+        log_id, uri = row.get("log_id"), row.get("frame_uri")
+        if not log_id or not uri:
+            raise SourceError(f"{where}: row {line} needs both log_id and frame_uri")
+        by_log[str(log_id)].append((_timestamp(row.get("timestamp"), where, line), str(uri)))
+    refs = []
+    for log_id, entries in sorted(by_log.items()):
+        # Missing timestamps sort last, then by URI, so the order does not depend on row order.
+        entries.sort(key=lambda e: (e[0] is None, e[0] or 0.0, e[1]))
+        for index, (timestamp, uri) in enumerate(entries):
+            video = split_video_uri(uri)
+            refs.append(
+                FrameRef(
+                    key=frame_key(log_id, index),
+                    uri=uri,
+                    log_id=log_id,
+                    frame_index=index,
+                    timestamp=timestamp,
+                    video_uri=video[0] if video else None,
+                    video_frame=video[1] if video else None,
+                )
+            )
+    return refs
+
+
+def _timestamp(value: object, where: str, line: int) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise SourceError(
+            f"{where}: row {line} has a timestamp that is not a number: {value!r}"
+        ) from None
+
+
+def _read_manifest(path: str, where: str) -> list[dict[str, object]]:
+    if not FileSystems.exists(path):
+        raise SourceError(f"{where}: manifest does not exist")
+    with FileSystems.open(path) as handle:
+        data = handle.read()
+    if path.lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(data))
+        missing = {"log_id", "frame_uri"} - set(table.column_names)
+        if missing:
+            raise SourceError(f"{where}: manifest lacks column(s) {sorted(missing)}")
+        return table.to_pylist()
+    reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+    missing = {"log_id", "frame_uri"} - set(reader.fieldnames or ())
+    if missing:
+        raise SourceError(f"{where}: manifest lacks column(s) {sorted(missing)}")
+    return list(reader)
