@@ -37,6 +37,8 @@ class Mask2FormerConfig(StrictModel):
     num_classes: int = Field(19, ge=1)
     num_queries: int = Field(100, ge=1)
     seed: int = 0  # initialisation seed for format "random"
+    # Run the model under bf16 autocast on CUDA (outputs stay float32); CPU always runs fp32.
+    autocast_bf16: bool = True
 
     @model_validator(mode="after")
     def _checkpoint_given(self) -> Mask2FormerConfig:
@@ -73,7 +75,7 @@ class MethodConfig(StrictModel):
     mode: ModeName = "ugains"
     score: ScoreName = "rba_nls"
     reference_size: tuple[int, int] = (1024, 2048)  # (H, W) frames are resized to
-    ignore_mask: str | None = None  # path of a PNG, nonzero = ignored (car hood, borders)
+    ignore_mask: str | None = None  # .png/.npy/.pt(h) file, nonzero = ignored (hood, borders)
     ignore_value: float = -30.0
     candidate_threshold: float = -0.15
     fallback_threshold: float = -15.0

@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import json
 import math
+import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -528,9 +529,7 @@ def resolve_format(fmt: str, checkpoint: str | None) -> str:
     )
 
 
-def build_mask2former(
-    config: Mask2FormerConfig, *, autocast_dtype: torch.dtype | None = None
-) -> Mask2FormerSegmenter:
+def build_mask2former(config: Mask2FormerConfig) -> Mask2FormerSegmenter:
     """Build the in-distribution model of ``config``, in eval mode, on the CPU.
 
     ``random``: the named architecture, initialised from ``config.seed`` (the global RNG is
@@ -544,31 +543,34 @@ def build_mask2former(
         CheckpointError: the checkpoint does not fit the model or the config.
     """
     fmt = resolve_format(config.format, config.checkpoint)
+    if fmt not in ("random", "huggingface", "rba", "ugains"):
+        raise ValueError(f"unknown Mask2Former format {fmt!r}")
     if fmt == "huggingface":
         model = _load_huggingface(Path(str(config.checkpoint)))
         _check_sizes(model, config)
     else:
+        path = Path(str(config.checkpoint))
+        if fmt != "random" and not path.is_file():
+            raise FileNotFoundError(f"Mask2Former checkpoint not found: {path}")
         hf_config = architecture_config(
             config.architecture, num_classes=config.num_classes, num_queries=config.num_queries
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model = Mask2FormerMultiLevelForUniversalSegmentation(hf_config)
-        if fmt in ("rba", "ugains"):
-            path = Path(str(config.checkpoint))
-            if not path.is_file():
-                raise FileNotFoundError(f"Mask2Former checkpoint not found: {path}")
+        if fmt != "random":
             # Imported here: the converters pull in their own dependencies only when needed.
             from models.checkpoints import load_state_dict_for
 
             load_strict(model, load_state_dict_for(fmt, path))
-        elif fmt != "random":
-            raise ValueError(f"unknown Mask2Former format {fmt!r}")
+    autocast_dtype = torch.bfloat16 if config.autocast_bf16 else None
     return Mask2FormerSegmenter(model.eval(), autocast_dtype=autocast_dtype).eval()
 
 
 def _load_huggingface(path: Path) -> Mask2FormerMultiLevelForUniversalSegmentation:
     """``from_pretrained`` of a local directory; any missing or unused weight is an error."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"Hugging Face Mask2Former directory not found: {path}")
     config_file = path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"Hugging Face Mask2Former directory without config.json: {path}")
@@ -585,7 +587,7 @@ def _load_huggingface(path: Path) -> Mask2FormerMultiLevelForUniversalSegmentati
             ignore_mismatched_sizes=True,
             output_loading_info=True,
         )
-    except (OSError, RuntimeError) as error:
+    except (OSError, RuntimeError, pickle.UnpicklingError) as error:
         raise CheckpointError(
             f"cannot load Hugging Face Mask2Former from {path}: {error}"
         ) from error
