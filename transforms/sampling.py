@@ -99,18 +99,18 @@ def farthest_point_sampling(points: torch.Tensor, k: int) -> torch.Tensor:
     check_count("k", k)
     n = points.shape[0]
     m = min(n, k)
-    out = torch.zeros(m, dtype=torch.int64, device=points.device)
-    if m == 0:
-        return out
+    chosen = [torch.zeros(min(m, 1), dtype=torch.int64, device=points.device)]
+    if m <= 1:
+        return chosen[0]
     pts = points.to(torch.int64)
     min_d2 = _squared_distances(pts, pts[:1])
     min_d2[0] = -1  # chosen points get -1 and can never win the argmax again
-    for i in range(1, m):
-        nxt = torch.argmax(min_d2).reshape(1)  # stays on the device: no sync
-        out[i : i + 1] = nxt
+    for _ in range(1, m):
+        nxt = torch.argmax(min_d2).reshape(1)  # stays on the device: no host sync
+        chosen.append(nxt)
         min_d2 = torch.minimum(min_d2, _squared_distances(pts, pts.index_select(0, nxt)))
         min_d2.index_fill_(0, nxt, -1)
-    return out
+    return torch.cat(chosen)
 
 
 def random_points(points: torch.Tensor, k: int, *, seed: int) -> torch.Tensor:

@@ -151,6 +151,23 @@ def test_fps_ties_go_to_lowest_index(device) -> None:
     assert farthest_point_sampling(points, 2).tolist() == [0, 2]
 
 
+def test_fps_ties_across_a_large_array(device) -> None:
+    # Equal maxima far apart (different threads / blocks of the argmax reduction): the lowest
+    # index still wins, which is what torch.argmax documents.
+    points = torch.zeros(200_000, 2, dtype=torch.int64)
+    points[[150_000, 60_001, 199_999, 60_000]] = torch.tensor([[-5, 0], [-4, 3], [5, 0], [0, 5]])
+    # step 1: four points at d2 = 25; step 2: (-5, 0) and (5, 0) tie at 25
+    got = farthest_point_sampling(points.to(device), 4).tolist()
+    assert got == [0, 60_000, 150_000, 199_999] == reference_fps_sparse(points, 4)
+
+
+def reference_fps_sparse(points: torch.Tensor, k: int) -> list:
+    """reference_fps restricted to the distinct points plus the origin duplicates' first index."""
+    nonzero = [0] + [i for i, p in enumerate(points.tolist()) if p != [0, 0]]
+    sub = [points[i].tolist() for i in nonzero]
+    return [nonzero[i] for i in reference_fps(sub, k)]
+
+
 def test_fps_identical_points_give_distinct_indices(device) -> None:
     points = torch.full((6, 2), 7, device=device)
     assert farthest_point_sampling(points, 4).tolist() == [0, 1, 2, 3]
