@@ -562,7 +562,11 @@ def build_mask2former(config: Mask2FormerConfig) -> Mask2FormerSegmenter:
             # Imported here: the converters pull in their own dependencies only when needed.
             from models.checkpoints import load_state_dict_for
 
-            load_strict(model, load_state_dict_for(fmt, path))
+            # `skipped`: source keys the converter leaves out on purpose (training-only state).
+            state_dict, _skipped = load_state_dict_for(
+                fmt, str(path), architecture=config.architecture
+            )
+            load_strict(model, state_dict)
     autocast_dtype = torch.bfloat16 if config.autocast_bf16 else None
     return Mask2FormerSegmenter(model.eval(), autocast_dtype=autocast_dtype).eval()
 
