@@ -534,7 +534,8 @@ def build_mask2former(config: Mask2FormerConfig) -> Mask2FormerSegmenter:
 
     ``random``: the named architecture, initialised from ``config.seed`` (the global RNG is
     left as it was). ``huggingface``: a local model directory (never a download; safetensors
-    or ``weights_only`` pickles). ``rba`` / ``ugains``: converted by
+    or ``weights_only`` pickles) whose ``config.json`` defines the architecture (the config's
+    ``architecture`` is not used; its sizes are checked). ``rba`` / ``ugains``: converted by
     :func:`models.checkpoints.load_state_dict_for`, loaded with :func:`load_strict` into the
     named architecture.
 
