@@ -1,0 +1,326 @@
+"""One UGainS inference step: Mask2Former -> anomaly score -> point prompts -> SAM -> fusion.
+
+This module only composes: the models come from :mod:`models.mask2former` and
+:mod:`models.sam`, every operation on tensors from :mod:`transforms`. DESIGN.md steps 1-10.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from models.config import MethodConfig, ModelsConfig
+from transforms import fusion, nms, sampling, scores
+
+__all__ = ["FrameResult", "UGainS", "build_ugains", "load_ignore_mask", "resolve_device"]
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """The outputs of one frame, on the CPU, at the resolution the frame was given in.
+
+    Attributes:
+        semantic: ``[H, W]`` uint8, in-distribution class per pixel (argmax over K classes).
+        anomaly_score: ``[H, W]`` float32, the per-pixel score ``U`` (no ignore applied).
+        fused_score: ``[H, W]`` float32, ``I + U`` with ``I`` the instance map (step 10).
+        masks: ``[M, H, W]`` bool, the kept anomaly instances, by descending score.
+        scores: ``[M]`` float32, mean of ``U`` inside each mask.
+        sam_iou: ``[M]`` float32, SAM's predicted IoU of each mask.
+        points: ``[M, 2]`` int64 ``(x, y)``, the prompt that produced each mask.
+        prompt_points: ``[P, 2]`` int64 ``(x, y)``, every prompt given to SAM.
+        gated: True when frame gating skipped SAM (no pixel above the threshold).
+        timings: milliseconds per stage (the batch's time divided by its size).
+    """
+
+    semantic: Tensor
+    anomaly_score: Tensor
+    fused_score: Tensor
+    masks: Tensor
+    scores: Tensor
+    sam_iou: Tensor
+    points: Tensor
+    prompt_points: Tensor
+    gated: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_instances(self) -> int:
+        return int(self.masks.shape[0])
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None = the current CUDA device if there is one, else the CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_ignore_mask(path: str | Path) -> Tensor:
+    """Read a camera rig's ignore mask: an image or array file, nonzero = ignored.
+
+    Accepts ``.png``/``.jpg`` images, ``.npy`` arrays, and ``.pt``/``.pth`` tensors (the
+    official UGainS release ships its mask as a saved tensor; read with ``weights_only``).
+
+    Returns a ``[H, W]`` bool tensor. Raises ``ValueError`` naming the file if it cannot be
+    read or is not two-dimensional after dropping colour channels.
+    """
+    import cv2
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"ignore mask {path} does not exist")
+    if path.suffix == ".npy":
+        array = np.load(path, allow_pickle=False)
+    elif path.suffix in {".pt", ".pth"}:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(loaded, Tensor):
+            raise ValueError(f"ignore mask {path} must hold one tensor, got {type(loaded)}")
+        array = loaded.numpy()
+    else:
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise ValueError(f"ignore mask {path} is not a readable image")
+    if array.ndim == 3:
+        array = array.max(axis=2)
+    if array.ndim != 2:
+        raise ValueError(f"ignore mask {path} must be 2-D, got shape {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array != 0))
+
+
+class UGainS:
+    """UGainS on a batch of frames: ``step(images) -> list[FrameResult]``.
+
+    Args:
+        segmenter: Mask2Former returning ``(class_logits [B,Q,K+1], mask_logits [B,Q,H,W])``.
+        prompter: a :class:`models.sam.SamPrompter`; may be None in ``mode="rba"``.
+        method: the method's constants (DESIGN.md defaults).
+        ignore: ``[H, W]`` bool ignore mask of the camera rig, or None; resized (nearest) to
+            the frames' size when it differs.
+    """
+
+    def __init__(
+        self,
+        segmenter: torch.nn.Module,
+        prompter: object | None,
+        method: MethodConfig,
+        *,
+        ignore: Tensor | None = None,
+    ) -> None:
+        if prompter is None and method.mode != "rba":
+            raise ValueError(f"mode {method.mode!r} needs a SAM prompter")
+        self.segmenter = segmenter
+        self.prompter = prompter
+        self.method = method
+        self.ignore = ignore
+        self.score_fn = scores.SCORE_FUNCTIONS[method.score]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.segmenter.parameters()).device
+
+    @property
+    def model_size(self) -> tuple[int, int]:
+        return tuple(self.method.reference_size)
+
+    def _ignore_for(self, size: tuple[int, int]) -> Tensor | None:
+        if self.ignore is None:
+            return None
+        ignore = self.ignore.to(self.device)
+        if tuple(ignore.shape) != size:
+            ignore = torch.nn.functional.interpolate(
+                ignore[None, None].float(), size=size, mode="nearest"
+            )[0, 0].bool()
+        return ignore
+
+    @torch.inference_mode()
+    def __call__(
+        self, images: Tensor, instance_ids: Sequence[Tensor] | None = None
+    ) -> list[FrameResult]:
+        """Run the method on ``images`` ``[B, 3, H, W]`` uint8 RGB (any device).
+
+        ``instance_ids`` (``[H, W]`` int per frame, 0 = background) is needed only by the
+        oracle sampler / mode.
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
+        if images.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8 RGB, got {images.dtype}")
+        method = self.method
+        needs_ids = method.mode == "oracle" or method.sampler == "oracle"
+        if needs_ids and (instance_ids is None or len(instance_ids) != images.shape[0]):
+            raise ValueError("the oracle sampler needs instance_ids for every frame")
+        batch, _, height, width = images.shape
+        size = (height, width)
+        images = images.to(self.device, non_blocking=True)
+        clock = _StageClock(self.device)
+
+        class_logits, mask_logits = self.segmenter(images, output_size=size)
+        clock.lap("mask2former")
+        anomaly = self.score_fn(class_logits, mask_logits).float()
+        semantic = scores.semantic_segmentation(class_logits, mask_logits)
+        del mask_logits
+        ignore = self._ignore_for(size)
+        clock.lap("score")
+
+        prompts, gated = [], []
+        for index in range(batch):
+            frame_ids = instance_ids[index].to(self.device) if needs_ids else None
+            frame_prompts, frame_gated = self._prompts(anomaly[index], ignore, frame_ids)
+            prompts.append(frame_prompts)
+            gated.append(frame_gated)
+        clock.lap("sampling")
+
+        segmented = self._segment(images, prompts, size, clock)
+        results = []
+        for index in range(batch):
+            masks, sam_iou, points = segmented[index]
+            results.append(
+                self._finish(
+                    anomaly[index], semantic[index], ignore, masks, sam_iou, points, prompts[index]
+                )
+                | {"gated": gated[index]}
+            )
+        clock.lap("postprocess")
+        per_frame = {stage: ms / batch for stage, ms in clock.timings.items()}
+        return [FrameResult(**fields, timings=dict(per_frame)) for fields in results]
+
+    def _prompts(
+        self, anomaly: Tensor, ignore: Tensor | None, instance_ids: Tensor | None
+    ) -> tuple[Tensor, bool]:
+        """The point prompts of one frame ``[P, 2]`` (x, y), and whether it was gated."""
+        method = self.method
+        empty = torch.zeros((0, 2), dtype=torch.long, device=anomaly.device)
+        if method.mode == "rba":
+            return empty, False
+        if method.mode == "dense_grid":
+            height, width = anomaly.shape
+            grid = sampling.grid_points(height, width, method.grid_size, device=anomaly.device)
+            return grid, False
+        if method.mode == "oracle" or method.sampler == "oracle":
+            return sampling.oracle_points(instance_ids).to(anomaly.device), False
+        if method.frame_gating:
+            sampled = (
+                anomaly if ignore is None else anomaly.masked_fill(ignore, method.ignore_value)
+            )
+            if not bool((sampled >= method.candidate_threshold).any()):
+                return empty, True
+        candidates = sampling.candidate_points(
+            anomaly,
+            threshold=method.candidate_threshold,
+            fallback_threshold=method.fallback_threshold,
+            ignore=ignore,
+            ignore_value=method.ignore_value,
+        )
+        if candidates.shape[0] == 0:
+            return empty, False
+        k = method.num_points
+        if method.sampler == "fps":
+            return candidates[sampling.farthest_point_sampling(candidates, k)], False
+        if method.sampler == "random":
+            return candidates[
+                sampling.random_points(candidates, k, seed=method.sampler_seed)
+            ], False
+        return sampling.kmeans_points(candidates, k, seed=method.sampler_seed), False
+
+    def _segment(
+        self,
+        images: Tensor,
+        prompts: list[Tensor],
+        size: tuple[int, int],
+        clock: _StageClock,
+    ) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """SAM masks ``[N, H, W]``, predicted IoU ``[N]`` and prompts ``[N, 2]`` per frame."""
+        device = images.device
+        no_masks = (
+            torch.zeros((0, *size), dtype=torch.bool, device=device),
+            torch.zeros(0, device=device),
+        )
+        wanted = [i for i, points in enumerate(prompts) if points.shape[0] > 0]
+        out = [(*no_masks, prompts[i]) for i in range(len(prompts))]
+        if not wanted:
+            return out
+        embeddings = self.prompter.encode(images[wanted])
+        clock.lap("sam_encoder")
+        for embedding, index in zip(embeddings, wanted, strict=True):
+            masks, iou = self.prompter.segment(embedding, prompts[index], size)
+            out[index] = (masks, iou.float(), prompts[index])
+        clock.lap("sam_decoder")
+        return out
+
+    def _finish(
+        self,
+        anomaly: Tensor,
+        semantic: Tensor,
+        ignore: Tensor | None,
+        masks: Tensor,
+        sam_iou: Tensor,
+        points: Tensor,
+        prompts: Tensor,
+    ) -> dict:
+        """Steps 7-10 for one frame: score, de-duplicate, drop ignored, fuse."""
+        method = self.method
+        mask_scores = fusion.mask_scores(anomaly, masks, empty_value=method.empty_mask_score)
+        keep = nms.mask_nms(masks, mask_scores, iou_threshold=method.nms_iou_threshold)
+        if ignore is not None and keep.numel() > 0:
+            outside = nms.ignore_filter(masks[keep], ignore, max_pixels=method.ignore_max_pixels)
+            keep = keep[outside]
+        masks, mask_scores = masks[keep], mask_scores[keep]
+        if method.mode == "rba":
+            fused = anomaly.clone()
+        else:
+            fused = fusion.fuse_scores(
+                anomaly, masks, mask_scores, empty_value=method.fusion_empty_value
+            )
+        return {
+            "semantic": semantic.to(torch.uint8).cpu(),
+            "anomaly_score": anomaly.cpu(),
+            "fused_score": fused.float().cpu(),
+            "masks": masks.cpu(),
+            "scores": mask_scores.float().cpu(),
+            "sam_iou": sam_iou[keep].cpu(),
+            "points": points[keep].long().cpu(),
+            "prompt_points": prompts.long().cpu(),
+        }
+
+
+class _StageClock:
+    """Wall-clock milliseconds per stage; synchronises CUDA so stages are not blurred."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.timings: dict[str, float] = {}
+        self._last = self._now()
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = self._now()
+        self.timings[stage] = self.timings.get(stage, 0.0) + (now - self._last) * 1e3
+        self._last = now
+
+
+def build_ugains(config: ModelsConfig, device: str | torch.device | None = None) -> UGainS:
+    """Build and load every model named by ``config`` and return the composed step.
+
+    A checkpoint that cannot be loaded raises here, once, with the loader's message.
+    """
+    from models.mask2former import build_mask2former
+    from models.sam import SamPrompter, build_sam
+
+    target = resolve_device(config.device if device is None else device)
+    segmenter = build_mask2former(config.mask2former).to(target).eval()
+    prompter = None
+    if config.method.mode != "rba":
+        sam = build_sam(config.sam).to(target).eval()
+        prompter = SamPrompter(sam, fast_path=config.sam.fast_path, compile=config.sam.compile)
+    ignore = load_ignore_mask(config.method.ignore_mask) if config.method.ignore_mask else None
+    return UGainS(segmenter, prompter, config.method, ignore=ignore)

@@ -1,0 +1,243 @@
+"""One UGainS step (DESIGN.md steps 1-10) on synthetic frames with tiny random-init models.
+
+The invariants of steps 7-10 are checked against plain-loop recomputations from the step's own
+outputs, so they hold whatever the (untrained) models predict.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models.config import Mask2FormerConfig, MethodConfig, ModelsConfig, SamConfig
+from models.mask2former import build_mask2former
+from models.sam import SamPrompter, build_sam
+from models.ugains import FrameResult, UGainS, build_ugains, load_ignore_mask
+
+SIZE = (96, 192)
+
+# An untrained Mask2Former spreads its class mass over the 19 classes on every query, which
+# puts U near -Q/2 everywhere and leaves no candidate pixel. Trained models predict "no object"
+# on most queries; raising that logit's bias gives the untrained model the same habit.
+NO_OBJECT_BIAS = 9.0
+
+
+def road_scene(seed: int) -> np.ndarray:
+    """A ``[H, W, 3]`` uint8 RGB road scene with a few odd objects on the road."""
+    rng = np.random.default_rng(seed)
+    height, width = SIZE
+    image = np.empty((height, width, 3), np.uint8)
+    image[: height // 2] = (135, 180, 235)
+    image[height // 2 :] = (85, 85, 90)
+    for _ in range(3):
+        x, y = int(rng.integers(20, width - 20)), int(rng.integers(height // 2 + 8, height - 8))
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cv2.circle(image, (x, y), int(rng.integers(4, 10)), color, -1)
+    return image
+
+
+def as_batch(*images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+@pytest.fixture(scope="module")
+def models() -> tuple[torch.nn.Module, SamPrompter]:
+    segmenter = build_mask2former(Mask2FormerConfig(format="random", architecture="tiny_1dl"))
+    with torch.no_grad():
+        segmenter.model.class_predictor.bias[-1] = NO_OBJECT_BIAS
+    sam = build_sam(SamConfig(model_type="vit_tiny", seed=0))
+    return segmenter, SamPrompter(sam)
+
+
+def make_step(models, ignore: torch.Tensor | None = None, **method) -> UGainS:
+    segmenter, prompter = models
+    config = MethodConfig(reference_size=SIZE, num_points=12, **method)
+    return UGainS(segmenter, prompter, config, ignore=ignore)
+
+
+@pytest.fixture(scope="module")
+def frames() -> torch.Tensor:
+    return as_batch(road_scene(0), road_scene(1))
+
+
+@pytest.fixture(scope="module")
+def results(models, frames) -> list[FrameResult]:
+    return make_step(models)(frames)
+
+
+def test_outputs_have_the_documented_shapes_and_dtypes(results):
+    assert len(results) == 2
+    for result in results:
+        m = result.num_instances
+        assert result.semantic.shape == SIZE
+        assert result.semantic.dtype == torch.uint8
+        assert int(result.semantic.max()) < 19
+        assert result.anomaly_score.shape == SIZE
+        assert result.anomaly_score.dtype == torch.float32
+        assert result.fused_score.shape == SIZE
+        assert result.fused_score.dtype == torch.float32
+        assert result.masks.shape == (m, *SIZE)
+        assert result.masks.dtype == torch.bool
+        assert result.scores.shape == (m,)
+        assert result.scores.dtype == torch.float32
+        assert result.sam_iou.shape == (m,)
+        assert result.sam_iou.dtype == torch.float32
+        assert result.points.shape == (m, 2)
+        assert result.points.dtype == torch.int64
+        assert result.prompt_points.shape == (12, 2)
+        assert not result.gated
+        assert {"mask2former", "score", "sampling", "sam_encoder", "sam_decoder"} <= set(
+            result.timings
+        )
+    assert sum(r.num_instances for r in results) > 0, "the calibrated models must find masks"
+
+
+def test_anomaly_score_is_the_negative_sum_in_its_range(results):
+    for result in results:
+        assert float(result.anomaly_score.max()) <= 0.0
+        assert float(result.anomaly_score.min()) >= -100.0  # -Q
+
+
+def test_prompts_are_distinct_candidate_pixels(results):
+    for result in results:
+        u = result.anomaly_score
+        threshold = -0.15 if bool((u >= -0.15).any()) else -15.0
+        xs, ys = result.prompt_points[:, 0], result.prompt_points[:, 1]
+        assert bool((u[ys, xs] >= threshold).all())
+        assert len({tuple(p) for p in result.prompt_points.tolist()}) == len(result.prompt_points)
+        # Every kept instance came from one of the frame's prompts.
+        prompts = {tuple(p) for p in result.prompt_points.tolist()}
+        assert all(tuple(p) in prompts for p in result.points.tolist())
+
+
+def test_instance_score_is_the_mean_anomaly_inside_its_mask_in_descending_order(results):
+    for result in results:
+        for mask, score in zip(result.masks, result.scores, strict=True):
+            expected = -1.0 if not mask.any() else float(result.anomaly_score[mask].double().mean())
+            assert float(score) == pytest.approx(expected, abs=1e-5)
+        assert result.scores.tolist() == sorted(result.scores.tolist(), reverse=True)
+
+
+def test_no_two_kept_masks_overlap_above_the_nms_threshold(results):
+    for result in results:
+        masks = result.masks
+        for i in range(len(masks)):
+            for j in range(i + 1, len(masks)):
+                inter = int((masks[i] & masks[j]).sum())
+                union = int((masks[i] | masks[j]).sum())
+                assert union == 0 or inter / union <= 0.7
+
+
+def test_fused_score_is_the_instance_map_plus_the_anomaly_score(results):
+    for result in results:
+        instance = torch.zeros(SIZE, dtype=torch.float64)
+        for mask, score in zip(result.masks, result.scores, strict=True):
+            instance += mask.double() * float(score)
+        instance[instance == 0] = -1.0
+        expected = instance + result.anomaly_score.double()
+        torch.testing.assert_close(result.fused_score.double(), expected, atol=1e-5, rtol=0)
+
+
+def test_the_same_frames_give_the_same_results(models, frames, results):
+    again = make_step(models)(frames)
+    for first, second in zip(results, again, strict=True):
+        assert torch.equal(first.masks, second.masks)
+        assert torch.equal(first.scores, second.scores)
+        assert torch.equal(first.fused_score, second.fused_score)
+
+
+def test_ignored_pixels_get_no_prompt_and_no_mask_covering_100_of_them(models, frames):
+    ignore = torch.zeros(SIZE, dtype=torch.bool)
+    ignore[SIZE[0] * 3 // 4 :] = True  # the car hood: bottom quarter of the frame
+    for result in make_step(models, ignore=ignore)(frames):
+        xs, ys = result.prompt_points[:, 0], result.prompt_points[:, 1]
+        assert not bool(ignore[ys, xs].any())
+        for mask in result.masks:
+            assert int((mask & ignore).sum()) < 100
+
+
+def test_frame_gating_skips_sam_on_frames_without_candidates(models, frames):
+    # U <= 0 everywhere, so a threshold of 0.5 leaves no candidate pixel.
+    step = make_step(models, candidate_threshold=0.5, frame_gating=True)
+    for result in step(frames):
+        assert result.gated
+        assert result.num_instances == 0
+        assert result.prompt_points.shape == (0, 2)
+        assert "sam_encoder" not in result.timings
+        torch.testing.assert_close(result.fused_score, result.anomaly_score - 1.0)
+
+
+def test_rba_mode_gives_pixel_scores_only(models, frames, results):
+    segmenter, _ = models
+    step = UGainS(segmenter, None, MethodConfig(mode="rba", reference_size=SIZE))
+    for result, full in zip(step(frames), results, strict=True):
+        assert result.num_instances == 0
+        assert torch.equal(result.fused_score, result.anomaly_score)
+        assert torch.equal(result.anomaly_score, full.anomaly_score)
+
+
+def test_dense_grid_mode_prompts_sam_on_a_grid(models, frames):
+    result = make_step(models, mode="dense_grid", grid_size=4)(frames[:1])[0]
+    assert result.prompt_points.shape == (16, 2)
+    assert sorted(set(result.prompt_points[:, 0].tolist())) == [24, 72, 120, 168]
+    assert sorted(set(result.prompt_points[:, 1].tolist())) == [12, 36, 60, 84]
+
+
+def test_oracle_mode_prompts_one_point_per_ground_truth_instance(models, frames):
+    ids = torch.zeros(SIZE, dtype=torch.int64)
+    ids[10:21, 10:31] = 1  # centre (20, 15)
+    ids[60:71, 100:111] = 2  # centre (105, 65)
+    step = make_step(models, mode="oracle")
+    result = step(frames[:1], instance_ids=[ids])[0]
+    assert result.prompt_points.tolist() == [[20, 15], [105, 65]]
+    with pytest.raises(ValueError, match="instance_ids"):
+        step(frames[:1])
+
+
+def test_images_must_be_uint8_rgb_batches(models):
+    step = make_step(models)
+    with pytest.raises(ValueError, match="uint8"):
+        step(torch.zeros((1, 3, *SIZE)))
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        step(torch.zeros((3, *SIZE), dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".npy", ".pt"])
+def test_ignore_masks_load_from_images_arrays_and_tensors(tmp_path, suffix):
+    mask = np.zeros(SIZE, dtype=bool)
+    mask[80:] = True
+    path = tmp_path / f"hood{suffix}"
+    if suffix == ".png":
+        cv2.imwrite(str(path), mask.astype(np.uint8) * 255)
+    elif suffix == ".npy":
+        np.save(path, mask)
+    else:
+        torch.save(torch.from_numpy(mask), path)
+    assert torch.equal(load_ignore_mask(path), torch.from_numpy(mask))
+
+
+def test_unreadable_ignore_masks_are_named_in_the_error(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_ignore_mask(tmp_path / "missing.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"bad\.png"):
+        load_ignore_mask(bad)
+
+
+def test_build_ugains_loads_every_model_named_by_the_config(tmp_path):
+    mask = np.zeros(SIZE, dtype=np.uint8)
+    mask[90:] = 255
+    cv2.imwrite(str(tmp_path / "hood.png"), mask)
+    config = ModelsConfig(
+        mask2former=Mask2FormerConfig(format="random", architecture="tiny_1dl"),
+        sam=SamConfig(model_type="vit_tiny"),
+        method=MethodConfig(reference_size=SIZE, ignore_mask=str(tmp_path / "hood.png")),
+        device="cpu",
+    )
+    step = build_ugains(config)
+    assert step.device == torch.device("cpu")
+    assert step.model_size == SIZE
+    assert int(step.ignore.sum()) == 6 * SIZE[1]
