@@ -23,6 +23,6 @@ def tiny_segmenter(tiny_config: Mask2FormerConfig) -> Mask2FormerSegmenter:
 
 @pytest.fixture
 def frames() -> torch.Tensor:
-    """Two seeded uint8 RGB frames ``[2, 3, 128, 256]``."""
+    """Two seeded uint8 RGB frames ``[2, 3, 64, 128]``."""
     generator = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (2, 3, 128, 256), dtype=torch.uint8, generator=generator)
+    return torch.randint(0, 256, (2, 3, 64, 128), dtype=torch.uint8, generator=generator)
