@@ -481,12 +481,14 @@ def tagged_view(dataset: fo.Dataset, tag: str) -> fo.DatasetView:
     return dataset.filter_labels(ANOMALIES, own | inherited)
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def _clear_out(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty output directory unless ``overwrite``, then remove it."""
+    if out.is_file():
+        raise ReviewError(f"output directory {out} is a file")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise ReviewError(f"output directory {out} is not empty; pass --overwrite to replace")
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def export_tagged(
@@ -502,11 +504,15 @@ def export_tagged(
         raise ReviewError(f"format must be one of {', '.join(EXPORT_FORMATS)}; got {fmt!r}")
     view = tagged_view(dataset, tag)
     out = Path(out)
-    _prepare_out(out, overwrite)
+    _clear_out(out, overwrite)
     dataset_type = getattr(fo.types, EXPORT_FORMATS[fmt])
     label_field = None if fmt == "fiftyone" else ANOMALIES
     view.export(
-        export_dir=str(out), dataset_type=dataset_type, label_field=label_field, export_media=True
+        export_dir=str(out),
+        dataset_type=dataset_type,
+        label_field=label_field,
+        export_media=True,
+        progress=False,
     )
     count = view.count(f"{ANOMALIES}.detections")
     logger.info("exported %d %s detections to %s (%s)", count, tag, out, fmt)
@@ -525,8 +531,8 @@ def write_pool(
     """
     view = tagged_view(dataset, tag)
     out = Path(out)
-    _prepare_out(out, overwrite)
-    (out / "images").mkdir()
+    _clear_out(out, overwrite)
+    (out / "images").mkdir(parents=True)
     (out / "masks").mkdir()
     objects = []
     for sample in view.select_fields([ANOMALIES, "log_id", "frame_key", "run_id"]):

@@ -1,0 +1,110 @@
+"""The review database: which mongod runs, where, and who stops it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import psutil
+import pymongo
+import pytest
+
+from pipelines.fiftyone_db import (
+    STATE_FILE,
+    DatabaseError,
+    EmbeddedMongod,
+    find_mongod,
+    review_database,
+)
+
+
+def _ping(uri: str) -> bool:
+    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=2000)
+    try:
+        return client.admin.command("ping")["ok"] == 1.0
+    except pymongo.errors.PyMongoError:
+        return False
+    finally:
+        client.close()
+
+
+def test_find_mongod_is_the_ubuntu2204_wheels_mongod_6_with_openssl_3() -> None:
+    path = find_mongod(verify_hash=True)
+    assert path.parts[-4:] == ("fiftyone", "db", "bin", "mongod")
+    version = subprocess.run([path, "--version"], capture_output=True, text=True, check=True)
+    assert "db version v6.0.5" in version.stdout
+    assert '"openSSLVersion": "OpenSSL 3.' in version.stdout
+    assert '"distmod": "ubuntu2204"' in version.stdout
+
+
+def test_embedded_mongod_listens_on_loopback_only_and_is_shared_until_the_last_client(
+    tmp_path: Path,
+) -> None:
+    first, second = EmbeddedMongod(tmp_path / "db"), EmbeddedMongod(tmp_path / "db")
+    uri = first.start()
+    try:
+        assert second.start() == uri  # attached, not a second mongod on the same files
+        process = psutil.Process(first.pid)
+        assert Path(process.exe()) == find_mongod()
+        listening = [c for c in process.net_connections("tcp") if c.status == "LISTEN"]
+        assert [(c.laddr.ip, c.laddr.port) for c in listening] == [("127.0.0.1", first.port)]
+        state = json.loads((tmp_path / "db" / STATE_FILE).read_text())
+        assert state["mongod_pid"] == first.pid
+        assert state["clients"] == [os.getpid(), os.getpid()]
+        first.stop()
+        assert _ping(uri)  # the second client still uses it
+    finally:
+        first.stop()
+        second.stop()
+    assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    assert not (tmp_path / "db" / STATE_FILE).exists()
+    assert (tmp_path / "db" / "WiredTiger").exists()  # the data files live in the data dir
+
+
+def test_embedded_mongod_recovers_from_a_stale_state_file(tmp_path: Path) -> None:
+    (tmp_path / STATE_FILE).write_text(json.dumps({"mongod_pid": 1, "port": 1, "clients": [1]}))
+    with EmbeddedMongod(tmp_path) as server:
+        assert server.pid != 1
+        assert _ping(server.uri)
+
+
+def test_review_database_embedded_mode_persists_datasets_across_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fiftyone as fo
+
+    monkeypatch.delenv("FIFTYONE_DATABASE_URI")
+    with review_database(database_dir=tmp_path / "db") as uri:
+        assert fo.config.database_uri == uri
+        fo.Dataset("kept", persistent=True)
+    assert fo.config.database_uri is None
+    with review_database(database_dir=tmp_path / "db") as second_uri:
+        assert second_uri != uri  # a new mongod on a new port, same files
+        assert fo.list_datasets() == ["kept"]
+
+
+def test_review_database_with_a_uri_starts_nothing(mongo_uri: str, tmp_path: Path) -> None:
+    import fiftyone as fo
+
+    with review_database(database_uri=mongo_uri, database_dir=tmp_path / "unused") as uri:
+        assert uri == fo.config.database_uri == mongo_uri
+    assert not (tmp_path / "unused").exists()
+
+
+def test_a_data_dir_locked_by_a_foreign_mongod_is_reported_with_the_log(
+    tmp_path: Path,
+) -> None:
+    # e.g. FiftyOne's own database service already serving the same directory
+    foreign = EmbeddedMongod(tmp_path)
+    foreign.start()
+    (tmp_path / STATE_FILE).unlink()  # not registered: we cannot know it is there
+    try:
+        with pytest.raises(DatabaseError, match=r"exited with code \d+ .*is another mongod"):
+            EmbeddedMongod(tmp_path).start()
+    finally:
+        (tmp_path / STATE_FILE).write_text(
+            json.dumps({"mongod_pid": foreign.pid, "port": foreign.port, "clients": [os.getpid()]})
+        )
+        foreign.stop()

@@ -1,0 +1,453 @@
+"""``ugains review build/export/pool`` against the real mongod, from a run's Parquet tables."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from pycocotools import mask as mask_utils
+
+from pipelines import cli
+from pipelines.review import (
+    CITYSCAPES_CLASSES,
+    BuildSummary,
+    ReviewError,
+    build_dataset,
+    export_tagged,
+    heatmap_scores,
+    read_run,
+    tagged_view,
+    write_pool,
+)
+from tests.review.synthetic_run import (
+    HEIGHT,
+    WIDTH,
+    Blob,
+    FrameSpec,
+    SyntheticRun,
+    default_frames,
+    frame_image,
+    write_run,
+)
+
+TOP_K = 3
+
+
+def _rows(run: SyntheticRun, table: str) -> list[dict[str, Any]]:
+    return pq.read_table(run.path / table).to_pylist()
+
+
+def _full_mask(detection: Any, width: int, height: int) -> np.ndarray:
+    """The detection's mask pasted into an empty frame at its box."""
+    x, y, _, _ = detection.bounding_box
+    x, y = round(x * width), round(y * height)
+    h, w = detection.mask.shape
+    full = np.zeros((height, width), dtype=bool)
+    full[y : y + h, x : x + w] = detection.mask
+    return full
+
+
+def _rle_mask(row: dict[str, Any]) -> np.ndarray:
+    rle = {"size": [row["frame_height"], row["frame_width"]], "counts": row["mask_rle"]}
+    return mask_utils.decode(rle).astype(bool)
+
+
+def _detections(dataset: Any) -> dict[str, Any]:
+    """mined_instance_id -> (sample, detection) over the whole dataset."""
+    return {
+        det["mined_instance_id"]: (sample, det)
+        for sample in dataset
+        for det in sample.anomalies.detections
+    }
+
+
+@pytest.fixture
+def built(run_a: SyntheticRun, dataset_name: str) -> Any:
+    """The dataset built from ``run_a`` through the command line."""
+    import fiftyone as fo
+
+    argv = ["review", "build", "--run", str(run_a.path), "--dataset", dataset_name]
+    assert cli.main([*argv, "--top-k", str(TOP_K)]) == 0
+    return fo.load_dataset(dataset_name)
+
+
+def test_one_persistent_sample_per_frame_with_candidates_one_detection_per_candidate(
+    built: Any, run_a: SyntheticRun
+) -> None:
+    candidates = _rows(run_a, "candidates.parquet")
+    assert built.persistent
+    assert sorted(built.values("frame_key")) == sorted({r["frame_key"] for r in candidates})
+    assert "drive_a/2" not in built.values("frame_key")  # processed, no candidates
+    assert built.count("anomalies.detections") == len(candidates) == 5
+    assert built.distinct("anomalies.detections.label") == ["anomaly"]
+
+
+def test_boxes_masks_and_scores_round_trip_pixel_for_pixel(built: Any, run_a: SyntheticRun) -> None:
+    detections = _detections(built)
+    candidates = _rows(run_a, "candidates.parquet")
+    assert sorted(detections) == sorted(r["instance_id"] for r in candidates)
+    for row in candidates:
+        sample, det = detections[row["instance_id"]]
+        assert sample.frame_key == row["frame_key"]
+        box = np.array(det.bounding_box) * [WIDTH, HEIGHT, WIDTH, HEIGHT]
+        expected_box = [row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"]]
+        np.testing.assert_allclose(box, expected_box, rtol=0, atol=1e-9)
+        assert det.mask.shape == (row["bbox_h"], row["bbox_w"])
+        np.testing.assert_array_equal(_full_mask(det, WIDTH, HEIGHT), _rle_mask(row))
+        assert det.confidence == np.float32(row["score"])
+        assert det.sam_iou == np.float32(row["sam_iou"])
+        assert (det.rank, det.area) == (row["rank"], row["area"])
+
+
+def test_heatmap_is_the_stored_png_with_its_range_and_score_range(
+    built: Any, run_a: SyntheticRun
+) -> None:
+    frames = {r["frame_key"]: r for r in _rows(run_a, "frames/part-00000.parquet")}
+    for sample in built:
+        frame = frames[sample.frame_key]
+        heatmap = sample.anomaly_map
+        assert heatmap.map_path == str(run_a.path / frame["fused_map_uri"])
+        assert heatmap.range == [0, 255]
+        assert (heatmap.score_min, heatmap.score_max) == (
+            np.float32(frame["fused_map_min"]),
+            np.float32(frame["fused_map_max"]),
+        )
+        png = cv2.imread(heatmap.map_path, cv2.IMREAD_UNCHANGED).astype(np.float32)
+        lo, hi = frame["fused_map_min"], frame["fused_map_max"]
+        np.testing.assert_allclose(heatmap_scores(heatmap), lo + png / 255 * (hi - lo), atol=1e-6)
+        # the map is the fused score: the best object's pixels hold its score
+        assert heatmap_scores(heatmap).max() == pytest.approx(sample.max_score, abs=1e-6)
+
+
+def test_semantic_segmentation_has_cityscapes_mask_targets(built: Any, run_a: SyntheticRun) -> None:
+    frames = {r["frame_key"]: r for r in _rows(run_a, "frames/part-00000.parquet")}
+    targets = built.mask_targets["semantic"]
+    assert targets == {**dict(enumerate(CITYSCAPES_CLASSES)), 255: "ignore"}
+    assert (targets[0], targets[10], targets[18], len(targets)) == ("road", "sky", "bicycle", 20)
+    for sample in built:
+        assert sample.semantic.mask_path == frames[sample.frame_key]["semantic_uri"]
+
+
+def test_semantic_field_is_absent_when_the_run_stored_none(
+    runs_root: Path, dataset_name: str
+) -> None:
+    import fiftyone as fo
+
+    run = write_run(runs_root, "run-no-semantic", default_frames(), semantic=False)
+    build_dataset(run.path, dataset_name)
+    dataset = fo.load_dataset(dataset_name)
+    assert "semantic" not in dataset.get_field_schema()
+    assert "semantic" not in dataset.mask_targets
+
+
+def test_frames_use_the_image_file_or_a_jpeg_decoded_once_from_the_video(
+    built: Any, run_a: SyntheticRun
+) -> None:
+    for sample in built:
+        spec = run_a.frames[sample.frame_key]
+        if spec.log_id == "drive_a":
+            assert sample.filepath == sample.frame_uri
+            continue
+        assert sample.frame_uri.endswith(f"drive_b.avi#frame={spec.index}")
+        assert sample.filepath == str(run_a.path / "frames_jpeg" / f"drive_b_{spec.index}.jpg")
+        image = cv2.imread(sample.filepath)
+        assert image.shape == (HEIGHT, WIDTH, 3)
+        # MJPG then JPEG: close to the drawn frame, and not any other frame of the video
+        error = np.abs(image.astype(int) - frame_image(spec)).mean()
+        other = FrameSpec("drive_b", 0)
+        assert error < 3 < np.abs(image.astype(int) - frame_image(other)).mean()
+
+
+def test_sample_fields_and_dataset_info(built: Any, run_a: SyntheticRun) -> None:
+    candidates = _rows(run_a, "candidates.parquet")
+    for sample in built:
+        spec = run_a.frames[sample.frame_key]
+        scores = [r["score"] for r in candidates if r["frame_key"] == sample.frame_key]
+        assert (sample.log_id, sample.frame_index, sample.run_id) == (
+            spec.log_id,
+            spec.index,
+            "run-a",
+        )
+        assert sample.timestamp == (spec.index / 10 if spec.log_id == "drive_b" else None)
+        assert sample.max_score == np.float32(max(scores))
+        assert (sample.metadata.width, sample.metadata.height) == (WIDTH, HEIGHT)
+    info = built.info
+    assert info["run_id"] == "run-a"
+    assert info["config_fingerprint"] == "fp-run-a"
+    assert info["checkpoints"] == {
+        "mask2former": "/ckpt/model_final.pth",
+        "sam": "/ckpt/sam_vit_h_4b8939.pth",
+    }
+    assert info["runs"] == {"run-a": json.loads((run_a.path / "run.json").read_text())}
+
+
+def test_saved_views_top_k_per_log_and_patches(built: Any, run_a: SyntheticRun) -> None:
+    candidates = _rows(run_a, "candidates.parquet")
+    assert built.list_saved_views() == [
+        f"top-{TOP_K}",
+        "log-drive_a",
+        "log-drive_b",
+        "anomaly-patches",
+    ]
+    top = built.load_saved_view(f"top-{TOP_K}")
+    best = [r["instance_id"] for r in candidates if r["rank"] <= TOP_K]
+    assert sorted(top.values("anomalies.detections.mined_instance_id", unwind=True)) == sorted(best)
+    assert top.values("max_score") == sorted(top.values("max_score"), reverse=True)
+    assert built.load_saved_view("log-drive_a").values("frame_key") == ["drive_a/0", "drive_a/1"]
+    assert built.load_saved_view("log-drive_b").values("frame_key") == ["drive_b/1", "drive_b/3"]
+    patches = built.load_saved_view("anomaly-patches")
+    ranked = [r["instance_id"] for r in sorted(candidates, key=lambda r: r["rank"])]
+    assert patches.values("anomalies.mined_instance_id") == ranked
+
+
+def test_building_again_from_the_same_run_changes_nothing(built: Any, run_a: SyntheticRun) -> None:
+    fields = ["id", "last_modified_at", "anomalies.detections.id"]
+    before = built.values(fields)
+    views_before = [built.get_saved_view_info(n) for n in built.list_saved_views()]
+    info_before = built.info
+
+    assert build_dataset(run_a.path, built.name, top_k=TOP_K) == BuildSummary(0, 0, 4)
+
+    built.reload()
+    assert built.values(fields) == before
+    assert [built.get_saved_view_info(n) for n in built.list_saved_views()] == views_before
+    assert built.info == info_before
+    assert len(built) == 4
+
+
+def test_a_newer_run_adds_and_updates_frames_and_keeps_review_tags(
+    built: Any, run_b: SyntheticRun
+) -> None:
+    import fiftyone as fo
+
+    detections = _detections(built)
+    moved_sample, moved = detections["drive_a/0#1"]  # moves 1 px and is rescored in run-b
+    moved.tags = ["confirmed"]
+    moved_sample.anomalies.detections[0].tags = ["rejected"]
+    moved_sample.save()
+    built.select_by("frame_key", ["drive_b/3"]).tag_samples("relabel")
+
+    summary = build_dataset(run_b.path, built.name, top_k=TOP_K)
+
+    assert summary == BuildSummary(added=1, updated=4, unchanged=0)  # run_id changed everywhere
+    dataset = fo.load_dataset(built.name)
+    keys = dataset.values("frame_key")
+    assert (
+        sorted(keys)
+        == sorted(set(keys))
+        == [
+            "drive_a/0",
+            "drive_a/1",
+            "drive_a/3",
+            "drive_b/1",
+            "drive_b/3",
+        ]
+    )
+    assert dataset.count("anomalies.detections") == len(_rows(run_b, "candidates.parquet"))
+    after = _detections(dataset)
+    assert after["drive_a/0#1"][1].id == moved.id
+    assert after["drive_a/0#1"][1].tags == ["confirmed"]
+    assert after["drive_a/0#1"][1].confidence == np.float32(0.55)
+    assert after["drive_a/0#0"][1].tags == ["rejected"]
+    assert after["drive_a/1#0"][1].tags == []
+    assert dataset.select_by("frame_key", ["drive_b/3"]).first().tags == ["relabel"]
+    assert set(dataset.values("run_id")) == {"run-b"}
+    assert set(dataset.info["runs"]) == {"run-a", "run-b"}
+
+
+def test_tagged_detections_without_a_counterpart_in_the_new_run_are_kept(
+    built: Any, runs_root: Path
+) -> None:
+    frames = default_frames()
+    # drive_a/1's object is gone in this run, another one appears elsewhere in the frame
+    frames[1] = FrameSpec("drive_a", 1, (Blob(20, 80, 8, 6, (10, 10, 10), 0.6),))
+    frames[0] = FrameSpec("drive_a", 0, (frames[0].blobs[0],))  # untagged #1 disappears
+    run = write_run(runs_root, "run-gone", frames)
+    sample, old = _detections(built)["drive_a/1#0"]
+    old.tags = ["confirmed"]
+    sample.save()
+
+    build_dataset(run.path, built.name, top_k=TOP_K)
+
+    built.reload()
+    frame = built.select_by("frame_key", ["drive_a/1"]).first()
+    ids = [d.id for d in frame.anomalies.detections]
+    assert ids[1] == old.id  # the new object first, the reviewed one kept after it
+    assert [d.tags for d in frame.anomalies.detections] == [[], ["confirmed"]]
+    first = built.select_by("frame_key", ["drive_a/0"]).first()
+    assert [d.mined_instance_id for d in first.anomalies.detections] == ["drive_a/0#0"]
+
+
+def test_a_detections_own_review_tag_wins_over_its_frames_tag(built: Any) -> None:
+    detections = _detections(built)
+    built.select_by("frame_key", ["drive_a/0"]).tag_samples("confirmed")
+    sample, _ = detections["drive_a/0#0"]
+    sample.anomalies.detections[0].tags = ["rejected"]
+    sample.save()
+    other, _ = detections["drive_b/3#0"]
+    other.anomalies.detections[0].tags = ["confirmed", "relabel"]
+    other.save()
+
+    ids = tagged_view(built, "confirmed").values("anomalies.detections.mined_instance_id")
+    assert sorted(i for frame in ids for i in frame) == ["drive_a/0#1", "drive_b/3#0"]
+    relabel = tagged_view(built, "relabel").values("anomalies.detections.mined_instance_id")
+    assert relabel == [["drive_b/3#0"]]
+    with pytest.raises(ReviewError, match="tag must be one of confirmed, rejected, relabel"):
+        tagged_view(built, "maybe")
+
+
+def _confirm(dataset: Any, instance_ids: list[str]) -> None:
+    for sample, det in _detections(dataset).values():
+        if det.mined_instance_id in instance_ids:
+            det.tags = ["confirmed"]
+            sample.save()
+
+
+def test_coco_export_reimports_as_the_same_confirmed_objects(
+    built: Any, run_a: SyntheticRun, tmp_path: Path
+) -> None:
+    import fiftyone as fo
+
+    confirmed = ["drive_a/0#1", "drive_a/1#0", "drive_b/3#0"]
+    _confirm(built, confirmed)
+    out = tmp_path / "coco"
+    argv = ["review", "export", "--dataset", built.name, "--format", "coco", "--out", str(out)]
+    assert cli.main(argv) == 0
+
+    imported = fo.Dataset.from_dir(
+        dataset_dir=str(out),
+        dataset_type=fo.types.COCODetectionDataset,
+        label_types=["segmentations"],
+        label_field="anomalies",
+        progress=False,
+    )
+    try:
+        again = _detections(imported)
+        assert sorted(again) == confirmed
+        rows = {r["instance_id"]: r for r in _rows(run_a, "candidates.parquet")}
+        for instance_id, (sample, det) in again.items():
+            row = rows[instance_id]
+            assert Path(sample.filepath).parent == out / "data"  # images copied into the export
+            box = np.array(det.bounding_box) * [WIDTH, HEIGHT, WIDTH, HEIGHT]
+            expected = [row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"]]
+            np.testing.assert_allclose(box, expected, rtol=0, atol=1e-6)
+            assert (det.label, det.confidence) == ("anomaly", np.float32(row["score"]))
+            # COCO stores masks as polygons (FiftyOne's default 2 px tolerance)
+            mask, expected_mask = _full_mask(det, WIDTH, HEIGHT), _rle_mask(row)
+            iou = (mask & expected_mask).sum() / (mask | expected_mask).sum()
+            assert iou > 0.85
+    finally:
+        imported.delete()
+
+
+def test_fiftyone_and_cvat_exports(built: Any, tmp_path: Path) -> None:
+    import fiftyone as fo
+
+    confirmed = ["drive_a/0#0", "drive_b/1#0"]
+    _confirm(built, confirmed)
+    assert export_tagged(built, "confirmed", "fiftyone", tmp_path / "fo") == 2
+    assert export_tagged(built, "confirmed", "cvat", tmp_path / "cvat") == 2
+
+    copy = fo.Dataset.from_dir(
+        dataset_dir=str(tmp_path / "fo"), dataset_type=fo.types.FiftyOneDataset, progress=False
+    )
+    try:
+        original = _detections(built)
+        for instance_id, (_, det) in _detections(copy).items():
+            assert instance_id in confirmed
+            np.testing.assert_array_equal(det.mask, original[instance_id][1].mask)
+            assert det.tags == ["confirmed"]
+    finally:
+        copy.delete()
+    labels = (tmp_path / "cvat" / "labels.xml").read_text()
+    assert labels.count("<box ") == 2
+    assert sorted(p.name for p in (tmp_path / "cvat" / "data").iterdir()) == [
+        "000000.png",
+        "drive_b_1.jpg",
+    ]
+
+
+def test_pool_writes_crop_and_mask_pairs_with_a_manifest(
+    built: Any, run_a: SyntheticRun, tmp_path: Path
+) -> None:
+    confirmed = ["drive_a/1#0", "drive_b/3#0"]
+    _confirm(built, confirmed)
+    out = tmp_path / "pool"
+    assert cli.main(["review", "pool", "--dataset", built.name, "--out", str(out)]) == 0
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["dataset"], manifest["tag"], manifest["count"]) == (
+        built.name,
+        "confirmed",
+        2,
+    )
+    rows = {r["instance_id"]: r for r in _rows(run_a, "candidates.parquet")}
+    detections = _detections(built)
+    assert sorted(o["instance_id"] for o in manifest["objects"]) == confirmed
+    for entry in manifest["objects"]:
+        row = rows[entry["instance_id"]]
+        x, y, w, h = row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"]
+        assert entry["bbox_xywh"] == [x, y, w, h]
+        assert entry["frame_key"] == row["frame_key"]
+        assert entry["detection_id"] == detections[row["instance_id"]][1].id
+        crop = cv2.imread(str(out / entry["image"]))
+        np.testing.assert_array_equal(crop, cv2.imread(entry["frame"])[y : y + h, x : x + w])
+        mask = cv2.imread(str(out / entry["mask"]), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(mask, _rle_mask(row)[y : y + h, x : x + w] * 255)
+
+
+def test_outputs_refuse_a_non_empty_directory_unless_overwrite(built: Any, tmp_path: Path) -> None:
+    _confirm(built, ["drive_a/1#0"])
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("keep me")
+    with pytest.raises(ReviewError, match=r"out is not empty; pass --overwrite"):
+        write_pool(built, tmp_path / "out")
+    with pytest.raises(ReviewError, match=r"out is not empty; pass --overwrite"):
+        export_tagged(built, "confirmed", "coco", tmp_path / "out")
+    write_pool(built, tmp_path / "out", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "images",
+        "manifest.json",
+        "masks",
+    ]
+
+
+def test_unknown_export_format_and_dataset_are_errors(
+    built: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(ReviewError, match="format must be one of coco, cvat, fiftyone; got 'voc'"):
+        export_tagged(built, "confirmed", "voc", tmp_path)
+    argv = ["review", "pool", "--dataset", "no-such-dataset", "--out", str(tmp_path / "p")]
+    assert cli.main(argv) == 2
+    assert "no FiftyOne dataset named 'no-such-dataset'" in caplog.text
+
+
+def test_a_directory_that_is_not_a_run_is_refused(run_a: SyntheticRun, tmp_path: Path) -> None:
+    with pytest.raises(ReviewError, match=r"not a mining run directory: run.json is missing"):
+        read_run(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(run_a.path, broken)
+    shutil.copy(broken / "frames" / "part-00000.parquet", broken / "candidates.parquet")
+    with pytest.raises(ReviewError, match=r"is table 'frames' version 1, expected 'candidates'"):
+        read_run(broken)
+
+
+def test_inconsistent_rows_are_refused_naming_the_instance(
+    run_a: SyntheticRun, tmp_path: Path, dataset_name: str
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(run_a.path, broken)
+    table = pq.read_table(broken / "candidates.parquet")
+    areas = table.column("area").to_pylist()
+    areas[0] += 1
+    index = table.schema.get_field_index("area")
+    table = table.set_column(index, table.schema.field("area"), [areas])
+    pq.write_table(table, broken / "candidates.parquet")
+    with pytest.raises(ReviewError, match=r"mask of drive_a/0#0 has 333 pixels .* area = 334"):
+        build_dataset(broken, dataset_name)
