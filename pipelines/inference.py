@@ -44,6 +44,7 @@ __all__ = [
     "FrameInference",
     "RunUGainS",
     "UGainSModelHandler",
+    "compact_result",
     "encode_score_map",
     "load_ugains",
     "stage_checkpoints",
@@ -110,6 +111,28 @@ def _png(array: np.ndarray) -> bytes:
     return png.tobytes()
 
 
+def compact_result(result: Any, *, store_semantic: bool = False) -> FrameInference:
+    """A :class:`models.ugains.FrameResult` -> :class:`FrameInference` (same model size)."""
+    fused = result.fused_score.numpy()
+    fused_png, low, high = encode_score_map(fused)
+    semantic = _png(result.semantic.numpy()) if store_semantic else None
+    return FrameInference(
+        size=tuple(fused.shape),
+        mask_rles=tuple(encode_rle(result.masks)),
+        scores=result.scores.numpy().astype(np.float32),
+        sam_iou=result.sam_iou.numpy().astype(np.float32),
+        points=result.points.numpy().astype(np.int64).reshape(-1, 2),
+        max_anomaly_score=float(result.anomaly_score.max()),
+        max_fused_score=high,
+        fused_png=fused_png,
+        fused_min=low,
+        fused_max=high,
+        semantic_png=semantic,
+        gated=bool(result.gated),
+        timings=dict(result.timings),
+    )
+
+
 class CompactUGainS:
     """A UGainS step that takes uint8 RGB arrays and returns :class:`FrameInference` s."""
 
@@ -128,27 +151,7 @@ class CompactUGainS:
                 f"images must be [B, H, W, 3] uint8, got {images.shape} {images.dtype}"
             )
         batch = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-        return [self._compact(result) for result in self.step(batch)]
-
-    def _compact(self, result: Any) -> FrameInference:
-        fused = result.fused_score.numpy()
-        fused_png, low, high = encode_score_map(fused)
-        semantic = _png(result.semantic.numpy()) if self.store_semantic else None
-        return FrameInference(
-            size=tuple(fused.shape),
-            mask_rles=tuple(encode_rle(result.masks)),
-            scores=result.scores.numpy().astype(np.float32),
-            sam_iou=result.sam_iou.numpy().astype(np.float32),
-            points=result.points.numpy().astype(np.int64).reshape(-1, 2),
-            max_anomaly_score=float(result.anomaly_score.max()),
-            max_fused_score=high,
-            fused_png=fused_png,
-            fused_min=low,
-            fused_max=high,
-            semantic_png=semantic,
-            gated=bool(result.gated),
-            timings=dict(result.timings),
-        )
+        return [compact_result(r, store_semantic=self.store_semantic) for r in self.step(batch)]
 
 
 def _pick_device(configured: str) -> str:

@@ -1,0 +1,123 @@
+"""Decoding frames: colour conversions, refusals with reasons, the dead letter in a pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apache_beam as beam
+import cv2
+import numpy as np
+import pytest
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines.decode import DecodeFrames, FrameDecodeError, decode_image, resize_for_model
+from pipelines.sources import FrameRef, ReadUnit
+
+LIMITS = {"min_side": 8, "max_side": 256}
+
+
+def png(array: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", array)
+    assert ok
+    return data.tobytes()
+
+
+def test_bgr_png_decodes_to_rgb() -> None:
+    bgr = np.zeros((10, 12, 3), np.uint8)
+    bgr[..., 0] = 200  # blue in OpenCV's order
+    rgb = decode_image(png(bgr), "f.png", **LIMITS)
+    assert rgb.shape == (10, 12, 3)
+    assert rgb.dtype == np.uint8
+    assert (rgb[..., 2] == 200).all()
+    assert (rgb[..., :2] == 0).all()
+
+
+def test_grayscale_is_replicated_to_three_channels() -> None:
+    gray = np.arange(120, dtype=np.uint8).reshape(10, 12)
+    rgb = decode_image(png(gray), "g.png", **LIMITS)
+    assert all((rgb[..., c] == gray).all() for c in range(3))
+
+
+def test_rgba_drops_alpha() -> None:
+    bgra = np.zeros((10, 12, 4), np.uint8)
+    bgra[..., 1] = 77
+    bgra[..., 3] = 5  # nearly transparent: alpha is ignored, not composited
+    rgb = decode_image(png(bgra), "a.png", **LIMITS)
+    assert (rgb == [0, 77, 0]).all()
+
+
+def test_sixteen_bit_is_scaled_to_eight_bits() -> None:
+    deep = np.full((10, 12, 3), 0xABCD, np.uint16)
+    rgb = decode_image(png(deep), "d.png", **LIMITS)
+    assert (rgb == 0xAB).all()
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "f.png: file is empty (0 bytes)"),
+        (png(np.zeros((32, 32, 3), np.uint8))[:60], "f.png: not a decodable image"),
+        (png(np.zeros((4, 4, 3), np.uint8)), "smaller than inference.min_image_side=8"),
+        (png(np.zeros((8, 300, 3), np.uint8)), "exceeds inference.max_image_side=256"),
+    ],
+    ids=["empty", "truncated", "tiny", "huge"],
+)
+def test_bad_images_raise_with_the_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(FrameDecodeError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        decode_image(data, "f.png", **LIMITS)
+
+
+def test_resize_for_model_keeps_frames_already_at_the_model_size() -> None:
+    image = np.random.default_rng(0).integers(0, 255, (16, 32, 3), dtype=np.uint8)
+    assert resize_for_model(image, (16, 32)) is image
+    assert resize_for_model(image, (8, 16)).shape == (8, 16, 3)
+    assert resize_for_model(image, (32, 64)).shape == (32, 64, 3)
+
+
+def test_decode_transform_routes_every_frame_exactly_once(tmp_path: Path) -> None:
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.full((20, 30, 3), 9, np.uint8))
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    video = tmp_path / "v.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (30, 20))
+    for _ in range(3):
+        writer.write(np.full((20, 30, 3), 50, np.uint8))
+    writer.release()
+
+    def ref(key: str, uri: str, frame: int | None = None) -> FrameRef:
+        video_uri = None if frame is None else str(video)
+        return FrameRef(key, uri, "log", 0, None, video_uri, frame)
+
+    units = [
+        ReadUnit((ref("good", str(good)),)),
+        ReadUnit((ref("empty", str(empty)),)),
+        # The video has 3 frames; the plan asks for 5 (as after a truncation).
+        ReadUnit(tuple(ref(f"v{i}", f"{video}#frame={i}", i) for i in (0, 2, 3, 4))),
+    ]
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        decoded, failures = p | beam.Create(units) | DecodeFrames((10, 16), 8, 256)
+        assert_that(
+            decoded
+            | "Decoded" >> beam.Map(lambda f: (f.ref.key, f.image.shape, f.model_image.shape)),
+            equal_to(
+                [
+                    ("good", (20, 30, 3), (10, 16, 3)),
+                    ("v0", (20, 30, 3), (10, 16, 3)),
+                    ("v2", (20, 30, 3), (10, 16, 3)),
+                ]
+            ),
+            label="decoded",
+        )
+        assert_that(
+            failures | "Failed" >> beam.Map(lambda f: (f.ref.key, f.stage, f.error_type)),
+            equal_to(
+                [
+                    ("empty", "decode", "FrameDecodeError"),
+                    ("v3", "decode", "FrameDecodeError"),
+                    ("v4", "decode", "FrameDecodeError"),
+                ]
+            ),
+            label="failures",
+        )
