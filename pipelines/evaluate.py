@@ -41,6 +41,7 @@ from pipelines.config import ConfigError, InferenceConfig, MiningConfig, load_co
 from pipelines.datasets import DATASETS, EvalEntry, load_sample
 from pipelines.decode import resize_for_model
 from pipelines.inference import CompactUGainS, UGainSModelHandler
+from pipelines.mine import UnsupportedRunnerError, _runner_for, pipeline_options
 from transforms.metrics import InstanceMetrics, PixelMetrics, PointMetrics
 
 ACCEPTS_BEAM_OPTIONS = True
@@ -470,16 +471,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _pipeline_options(config: MiningConfig, extra: Sequence[str]) -> PipelineOptions:
-    runner = config.runner
-    defaults = [
-        f"--runner={runner.runner}",
-        f"--direct_num_workers={runner.direct_num_workers}",
-        f"--direct_running_mode={runner.direct_running_mode}",
-    ] + [f"--{key}={value}" for key, value in runner.options.items()]
-    return PipelineOptions([*defaults, *extra])  # command-line options win (parsed last)
-
-
 def evaluate(
     config: MiningConfig,
     dataset: str,
@@ -493,7 +484,8 @@ def evaluate(
     collected: dict[int, dict[str, float]] = {}
     out_dir = FileSystems.join(config.output.root, ".evaluate-tmp", f"{time.time_ns()}")
     prefix = FileSystems.join(out_dir, "metrics")
-    with beam.Pipeline(options=options) as pipeline:
+    # The mining command's runner choice (the FnApiRunner for the DirectRunner: no Prism).
+    with beam.Pipeline(runner=_runner_for(options), options=options) as pipeline:
         _ = (
             pipeline
             | "Frames" >> beam.Create(elements)
@@ -551,7 +543,11 @@ def run(args: argparse.Namespace) -> int:
         dataset,
         args.data,
     )
-    options = _pipeline_options(config, getattr(args, "beam_options", []))
+    try:
+        options = pipeline_options(config, getattr(args, "beam_options", []))
+    except UnsupportedRunnerError as error:
+        _LOG.error("%s", error)
+        return 2
     rows = evaluate(config, dataset, entries, variants, options)
     print(format_table(rows))
     out = args.out or FileSystems.join(config.output.root, "evaluate", dataset)
