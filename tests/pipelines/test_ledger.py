@@ -1,0 +1,83 @@
+"""The ledger: what a finished run recorded, saved atomically, read back per fingerprint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.ledger import Ledger, ledger_path
+from pipelines.schema import ERRORS_SCHEMA, FRAMES_SCHEMA
+
+
+def write_run(run_dir: Path, ok: list[str], failed: list[str]) -> None:
+    """A finished run's frames/ and errors/ tables holding just the given URIs."""
+    for table, schema, uris in (("frames", FRAMES_SCHEMA, ok), ("errors", ERRORS_SCHEMA, failed)):
+        folder = run_dir / table
+        folder.mkdir(parents=True)
+        rows = []
+        for index, uri in enumerate(uris):
+            row = {name: None for name in schema.names}
+            row.update(
+                run_id="r",
+                frame_key=f"log/{index:06d}",
+                frame_uri=uri,
+                log_id="log",
+                frame_index=index,
+                status="ok",
+                frame_height=1,
+                frame_width=1,
+                num_instances=0,
+                max_anomaly_score=0.0,
+                max_fused_score=0.0,
+                decode_ms=0.0,
+                inference_ms=0.0,
+                rows_ms=0.0,
+                config_fingerprint="fp",
+                ugains_version="0",
+                stage="decode",
+                error_type="E",
+                reason="bad",
+            )
+            rows.append({name: row[name] for name in schema.names})
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "part-0.parquet")
+
+
+def test_a_missing_ledger_is_empty(tmp_path: Path) -> None:
+    ledger = Ledger.load(str(tmp_path), "fp")
+    assert ledger.entries == {}
+    assert ledger.seen() == frozenset()
+    assert ledger.path == str(tmp_path / "ledger" / "fp.parquet")
+
+
+def test_recorded_run_round_trips_and_errors_are_skipped_unless_retried(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "r1"
+    write_run(run_dir, ok=["a.png", "b.png"], failed=["bad.png"])
+
+    ledger = Ledger.load(str(tmp_path), "fp")
+    assert ledger.record_run(str(run_dir), "r1") == 3
+    ledger.save()
+
+    again = Ledger.load(str(tmp_path), "fp")
+    assert again.entries == {
+        "a.png": ("log/000000", "ok", "r1"),
+        "b.png": ("log/000001", "ok", "r1"),
+        "bad.png": ("log/000000", "error", "r1"),
+    }
+    assert again.seen() == {"a.png", "b.png", "bad.png"}
+    assert again.seen(retry_errors=True) == {"a.png", "b.png"}
+    assert Ledger.load(str(tmp_path), "other").entries == {}
+    # Saved atomically: no temporary file is left beside the ledger.
+    assert sorted(p.name for p in (tmp_path / "ledger").iterdir()) == ["fp.parquet"]
+
+
+def test_a_later_run_updates_entries_it_mined_again(tmp_path: Path) -> None:
+    write_run(tmp_path / "runs" / "r1", ok=[], failed=["x.png"])
+    write_run(tmp_path / "runs" / "r2", ok=["x.png"], failed=[])
+    ledger = Ledger.load(str(tmp_path), "fp")
+    ledger.record_run(str(tmp_path / "runs" / "r1"), "r1")
+    ledger.record_run(str(tmp_path / "runs" / "r2"), "r2")
+    ledger.save()
+    assert Ledger.load(str(tmp_path), "fp").entries == {"x.png": ("log/000000", "ok", "r2")}
+    assert ledger_path(str(tmp_path), "fp") == str(tmp_path / "ledger" / "fp.parquet")
