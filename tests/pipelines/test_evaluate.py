@@ -14,6 +14,7 @@ import yaml
 
 from models.config import Mask2FormerConfig, MethodConfig, ModelsConfig, SamConfig
 from pipelines.cli import main
+from pipelines.config import InferenceConfig, load_config
 from pipelines.evaluate import (
     EvaluationCombineFn,
     FrameEvaluation,
@@ -253,3 +254,65 @@ def test_evaluate_command_errors_name_the_problem(tmp_path, caplog):
     argv = ["evaluate", "--config", str(config), "--data", str(tmp_path / "missing")]
     assert main([*argv, "--dataset", "road_anomaly"]) == 2
     assert "does not exist; expected the layout <root>/frame_list.json" in caplog.text
+
+
+def test_frames_of_another_size_run_at_the_model_size_and_are_scored_at_label_size():
+    from models.ugains import build_ugains
+    from pipelines.evaluate import EvalInput, EvaluationModelHandler
+    from pipelines.inference import load_ugains
+
+    method = METHOD | {"reference_size": [32, 64]}
+    models = ModelsConfig.model_validate(MODELS | {"method": method})
+    handler = EvaluationModelHandler(models, InferenceConfig(), [Variant("rba")])
+    rng = np.random.default_rng(1)
+    model_image = rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    labels = np.zeros(SIZE, np.uint8)
+    labels[10:20, 10:30] = 1
+    ids = (labels == 1).astype(np.int32)
+    element = EvalInput(0, "f", model_image, labels, ids)
+    (result,) = handler.run_inference([element], load_ugains(handler.models))
+    frame = result.inference
+    assert frame.pixel_scores.shape == SIZE
+    assert frame.masks.shape == (0, *SIZE)
+    # Reference: the step at the model size, scores upsampled bilinearly (half-pixel centres).
+    step = build_ugains(models.model_copy(update={"method": MethodConfig(**method, mode="rba")}))
+    (direct,) = step(torch.from_numpy(model_image).permute(2, 0, 1)[None])
+    expected = torch.nn.functional.interpolate(
+        direct.anomaly_score[None, None], size=SIZE, mode="bilinear", align_corners=False
+    )[0, 0]
+    np.testing.assert_allclose(frame.pixel_scores, expected.numpy(), rtol=0, atol=1e-5)
+
+
+def test_points_and_masks_map_to_the_label_pixel_under_their_centre():
+    from pipelines.evaluate import _points_to_labels, _resize_nearest
+
+    points = np.array([[0, 0], [63, 31], [10, 5]])
+    mapped = _points_to_labels(points, (32, 64), (64, 128))
+    assert mapped.tolist() == [[1, 1], [127, 63], [21, 11]]
+    mask = np.zeros((1, 2, 4), bool)
+    mask[0, 1, 3] = True
+    assert _resize_nearest(mask, (4, 8))[0].astype(int).tolist() == [
+        [0] * 8,
+        [0] * 8,
+        [0] * 6 + [1, 1],
+        [0] * 6 + [1, 1],
+    ]
+
+
+@pytest.mark.parametrize("name", ["fishyscapes_lf", "road_anomaly"])
+def test_paper_configs_hold_the_papers_settings(name):
+    config = load_config(Path(__file__).parents[2] / "mining_configs" / f"{name}.yaml")
+    assert config.name == name  # `ugains evaluate` infers the dataset from it
+    assert config.models.mask2former.format == "rba"
+    assert config.models.mask2former.checkpoint.endswith("swin_b_1dl_rba_ood_coco/model_final.pth")
+    assert config.models.sam.model_type == "vit_h"
+    assert config.models.sam.checkpoint.endswith("sam_vit_h_4b8939.pth")
+    method = config.models.method
+    assert (method.mode, method.score, method.sampler, method.num_points) == (
+        "ugains",
+        "rba_nls",
+        "fps",
+        50,
+    )
+    assert (method.candidate_threshold, method.fallback_threshold) == (-0.15, -15.0)
+    assert method.frame_gating is False
