@@ -38,7 +38,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.config import MethodConfig, ModelsConfig
 from pipelines.config import ConfigError, InferenceConfig, MiningConfig, load_config
-from pipelines.datasets import DATASETS, EvalEntry, load_sample
+from pipelines.datasets import DATASETS, LAYOUTS, EvalEntry, load_sample
 from pipelines.decode import resize_for_model
 from pipelines.inference import CompactUGainS, UGainSModelHandler
 from pipelines.mine import UnsupportedRunnerError, _runner_for, pipeline_options
@@ -444,23 +444,50 @@ def write_results(rows: Sequence[dict[str, Any]], out: str, meta: dict[str, Any]
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Run UGainS over a labelled dataset and report the paper's metrics: pixel AP, FPR95, "
-        "AUROC, Cityscapes instance AP / AP50 and prompt-point precision / recall. Repeat "
-        "--mode, --sampler or --points for several rows (Tables 2, 4, 5). Extra arguments "
-        "are Beam pipeline options (e.g. --runner, --direct_num_workers)."
+        "AUROC (percent), Cityscapes instance AP / AP50 and prompt-point precision / recall. "
+        "Repeat --mode, --sampler or --points for several rows (Tables 2, 4, 5); every "
+        "combination that means something becomes a row. Extra arguments are Beam pipeline "
+        "options (e.g. --direct_num_workers 1)."
     )
+    layouts = "\n".join(f"  {name:15s} {layout}" for name, layout in LAYOUTS.items())
+    parser.epilog = (
+        f"dataset layouts under --data:\n{layouts}\n\n"
+        "examples:\n"
+        "  ugains evaluate --config mining_configs/fishyscapes_lf.yaml --data /data/fs_laf\n"
+        "  ugains evaluate --config mining_configs/fishyscapes_lf.yaml --data /data/fs_laf \\\n"
+        "      --sampler fps --sampler kmeans --sampler random --sampler oracle"
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--config", required=True, help="mining config YAML (models, method)")
-    parser.add_argument("--data", required=True, help="dataset root (layout: see --dataset)")
+    parser.add_argument("--data", required=True, help="dataset root (layouts below)")
     parser.add_argument(
         "--dataset",
         choices=DATASETS,
-        help="dataset layout; default: the config file's name if it is one of these",
+        help="dataset layout; default: the config's file name if it is one of these",
     )
-    parser.add_argument("--mode", action="append", choices=MODES, help="repeatable")
-    parser.add_argument("--sampler", action="append", choices=SAMPLERS, help="repeatable")
-    parser.add_argument("--points", action="append", type=_positive_int, help="repeatable")
+    parser.add_argument(
+        "--mode",
+        action="append",
+        choices=MODES,
+        help="ugains: the method; rba: pixel scores only; dense-grid: SAM on a 32x32 grid "
+        "scored by RbA; oracle: one prompt per ground-truth instance (default: the config's)",
+    )
+    parser.add_argument(
+        "--sampler",
+        action="append",
+        choices=SAMPLERS,
+        help="prompt sampler of mode ugains (default: the config's)",
+    )
+    parser.add_argument(
+        "--points",
+        action="append",
+        type=_positive_int,
+        help="prompt points per frame (default: the config's)",
+    )
     parser.add_argument("--limit", type=_positive_int, help="evaluate only the first N frames")
     parser.add_argument(
-        "--out", help="folder for results.json / results.csv (default: <output.root>/evaluate)"
+        "--out",
+        help="folder for results.json and results.csv (default: <output.root>/evaluate/<dataset>)",
     )
 
 
