@@ -210,7 +210,7 @@ def _points_to_labels(points: np.ndarray, model_size: tuple[int, int], size: tup
 
 
 class EvaluationModelHandler(UGainSModelHandler):
-    """The mining ModelHandler (same model loading, devices, copies), returning metric inputs.
+    """The mining ModelHandler (same model loading and device choice), returning metric inputs.
 
     One loaded model serves every variant: a variant is the same segmenter and SAM with
     another :class:`MethodConfig`. Frames of a batch are grouped by variant and size.
@@ -225,7 +225,11 @@ class EvaluationModelHandler(UGainSModelHandler):
         loadable = models.model_copy(
             update={"method": models.method.model_copy(update={"mode": load_mode})}
         )
-        super().__init__(loadable, inference)
+        # The model stays in the worker process: evaluation needs the step itself (one model,
+        # several methods) and full-resolution outputs, which must not be pickled between
+        # processes (DESIGN.md), so a config's share_model_across_processes is not used here.
+        local = inference.model_copy(update={"share_model_across_processes": False})
+        super().__init__(loadable, local)
         self.variants = list(variants)
         self.methods = [variant.method(models.method) for variant in self.variants]
 
