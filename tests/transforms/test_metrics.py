@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from transforms.metrics import (
@@ -55,6 +57,20 @@ def assert_metrics_equal(ours: dict, reference: dict) -> None:
 @pytest.mark.parametrize("seed", range(5))
 def test_pixel_metrics_equal_sklearn_with_ties(seed):
     scores, labels = fused_like_frames(np.random.default_rng(seed), 3)
+    assert_metrics_equal(pixel_metrics(scores, labels), sklearn_reference(scores, labels))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([-30.0, -1.0, -0.5, 0.0, 0.25, 3.0]), st.sampled_from([0, 1])),
+        min_size=2,
+        max_size=40,
+    ).filter(lambda pairs: len({label for _, label in pairs}) == 2)
+)
+def test_pixel_metrics_equal_sklearn_on_any_tie_pattern(pairs):
+    scores = np.array([score for score, _ in pairs], np.float32)
+    labels = np.array([label for _, label in pairs], np.uint8)
     assert_metrics_equal(pixel_metrics(scores, labels), sklearn_reference(scores, labels))
 
 
@@ -184,7 +200,8 @@ def cityscapes_reference(tmp_path: Path, monkeypatch, predictions, targets) -> n
     monkeypatch.setattr(np, "in1d", lambda a, b: np.isin(a, b).ravel(), raising=False)
 
     def write_json(data, file_name):
-        Path(file_name).write_text(json.dumps(data, default=lambda o: getattr(o, "item", o)()))
+        # NumPy scalars (pixel counts) -> Python numbers; anything else stays an error.
+        Path(file_name).write_text(json.dumps(data, default=lambda value: value.item()))
 
     monkeypatch.setattr(cs, "writeDict2JSON", write_json)
     monkeypatch.chdir(tmp_path)  # evaluateImgLists writes matches.json into the cwd
