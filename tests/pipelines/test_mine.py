@@ -1,0 +1,274 @@
+"""The mining pipeline end to end on generated frames with tiny random-init models.
+
+One module-scoped log and one set of checkpoints (written by the demo's own code) serve
+every test; the models are the real architectures, saved to disk and loaded back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import apache_beam as beam
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+from pycocotools import mask as mask_utils
+
+from pipelines.config import MiningConfig, parse_config
+from pipelines.decode import DecodedFrame
+from pipelines.demo import MASK2FORMER_DIR, SAM_FILE, write_checkpoints
+from pipelines.inference import RunUGainS, UGainSModelHandler
+from pipelines.mine import (
+    ModelLoadError,
+    UnsupportedRunnerError,
+    make_run_id,
+    mine,
+    pipeline_options,
+)
+from pipelines.schema import TABLES
+from pipelines.sinks import read_table, table_files
+from pipelines.sources import FrameRef
+
+MODEL_SIZE = [64, 128]
+IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("checkpoints")
+    write_checkpoints(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def drive_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Good frames of three sizes and every kind of awkward or broken input."""
+    root = tmp_path_factory.mktemp("logs")
+    log = root / "cam"
+    log.mkdir()
+    rng = np.random.default_rng(0)
+
+    def noise(*shape: int, dtype=np.uint8, high: int = 256) -> np.ndarray:
+        return rng.integers(0, high, shape, dtype=dtype)
+
+    cv2.imwrite(str(log / "a_model_size.png"), noise(64, 128, 3))
+    cv2.imwrite(str(log / "b_double.png"), noise(128, 256, 3))
+    cv2.imwrite(str(log / "c_odd.png"), noise(45, 99, 3))
+    cv2.imwrite(str(log / "d_gray.png"), noise(64, 128))
+    cv2.imwrite(str(log / "e_rgba.png"), noise(64, 128, 4))
+    cv2.imwrite(str(log / "f_deep.png"), noise(64, 128, 3, dtype=np.uint16, high=65536))
+    (log / "g_empty.png").write_bytes(b"")
+    _, data = cv2.imencode(".png", noise(64, 128, 3))
+    (log / "h_truncated.png").write_bytes(data.tobytes()[: len(data) // 3])
+    cv2.imwrite(str(log / "i_tiny.png"), noise(4, 4, 3))
+    video = root / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (128, 64))
+    for _ in range(3):
+        writer.write(noise(64, 128, 3))
+    writer.release()
+    payload = video.read_bytes()
+    (root / "truncated.avi").write_bytes(payload[: len(payload) // 2])
+    return root
+
+
+# Frame keys: the log's images sorted by name, and the truncated video's frames (its header
+# still says 3 frames; the third is cut off).
+GOOD = [*(f"cam/{i:06d}" for i in range(6)), "truncated/000000", "truncated/000001"]
+BAD = ["cam/000006", "cam/000007", "cam/000008", "truncated/000002"]
+
+
+def make_config(checkpoints: Path, log: Path, root: Path, **method: object) -> MiningConfig:
+    return parse_config(
+        {
+            "name": "test",
+            "sources": [
+                {"kind": "images", "path": str(log / "cam")},
+                {"kind": "video", "path": str(log / "truncated.avi")},
+            ],
+            "models": {
+                "device": "cpu",
+                "mask2former": {
+                    "format": "huggingface",
+                    "architecture": "tiny_1dl",
+                    "checkpoint": str(checkpoints / MASK2FORMER_DIR),
+                },
+                "sam": {"model_type": "vit_tiny", "checkpoint": str(checkpoints / SAM_FILE)},
+                "method": {
+                    "reference_size": MODEL_SIZE,
+                    "num_points": 2,
+                    "fallback_threshold": -1000.0,  # untrained scores: let every pixel prompt
+                    **method,
+                },
+            },
+            "inference": {"min_batch_size": 1, "max_batch_size": 2, "min_image_side": 16},
+            "output": {"root": str(root), "top_n": 5, "min_crop_margin": 2},
+        }
+    )
+
+
+def stem(uri: str) -> str:
+    return Path(uri.split("#")[0]).stem
+
+
+def test_mining_runs_reruns_and_restarts_on_a_changed_config(
+    checkpoints: Path, drive_log: Path, tmp_path: Path
+) -> None:
+    config = make_config(checkpoints, drive_log, tmp_path)
+
+    first = mine(config, beam_args=IN_MEMORY, run_id="run-1")
+
+    run_dir = Path(first.run_dir)
+    assert run_dir == tmp_path / "runs" / "run-1"
+    # Every table has exactly its declared schema, metadata included.
+    for table, schema in TABLES.items():
+        files = table_files(str(run_dir), table)
+        assert files, table
+        assert all(pq.read_schema(f).equals(schema, check_metadata=True) for f in files)
+    frames = read_table(str(run_dir), "frames").to_pylist()
+    errors = read_table(str(run_dir), "errors").to_pylist()
+    instances = read_table(str(run_dir), "instances").to_pylist()
+    candidates = read_table(str(run_dir), "candidates").to_pylist()
+
+    # Every input ends in exactly one of frames / errors.
+    assert sorted(r["frame_key"] for r in frames) == GOOD
+    assert sorted(r["frame_key"] for r in errors) == BAD
+    reasons = {stem(r["frame_uri"]): (r["stage"], r["reason"]) for r in errors}
+    assert reasons["g_empty"] == ("decode", f"{drive_log}/cam/g_empty.png: file is empty (0 bytes)")
+    assert "not a decodable image (corrupt or truncated file)" in reasons["h_truncated"][1]
+    assert "4x4 pixels is smaller than inference.min_image_side=16" in reasons["i_tiny"][1]
+    assert "frame 2 cannot be read (the video ends early" in reasons["truncated"][1]
+    assert sorted(stem(r["frame_uri"]) for r in frames)[:6] == [
+        "a_model_size",
+        "b_double",
+        "c_odd",
+        "d_gray",
+        "e_rgba",
+        "f_deep",
+    ]
+    sizes = {stem(r["frame_uri"]): (r["frame_height"], r["frame_width"]) for r in frames}
+    assert sizes["b_double"] == (128, 256)
+    assert sizes["c_odd"] == (45, 99)
+    per_frame = {r["frame_key"]: r["num_instances"] for r in frames}
+    assert sum(per_frame.values()) == len(instances) > 0
+
+    for row in instances:
+        height, width = row["frame_height"], row["frame_width"]
+        rle = {"size": [height, width], "counts": row["mask_rle"].encode()}
+        mask = mask_utils.decode(rle).astype(bool)
+        ys, xs = np.nonzero(mask)
+        assert mask.sum() == row["area"] > 0
+        assert (xs.min(), ys.min()) == (row["bbox_x"], row["bbox_y"])
+        assert xs.max() + 1 == row["bbox_x"] + row["bbox_w"]
+        assert ys.max() + 1 == row["bbox_y"] + row["bbox_h"]
+        crop = cv2.imdecode(np.frombuffer(row["crop_png"], np.uint8), cv2.IMREAD_UNCHANGED)
+        assert crop.shape == (row["crop_h"], row["crop_w"], 3)
+        assert row["crop_x"] == max(row["bbox_x"] - max(-(-row["bbox_w"] // 4), 2), 0)
+        assert row["crop_x"] + row["crop_w"] >= row["bbox_x"] + row["bbox_w"]
+        assert 0 <= row["point_x"] < width
+        assert 0 <= row["point_y"] < height
+        assert row["config_fingerprint"] == config.fingerprint()
+        assert row["run_id"] == "run-1"
+
+    # candidates = the global top-N by descending score, ranked 1..N.
+    top = sorted(instances, key=lambda r: (r["score"], r["instance_id"]), reverse=True)[:5]
+    assert [r["rank"] for r in candidates] == list(range(1, len(top) + 1))
+    assert [r["instance_id"] for r in candidates] == [r["instance_id"] for r in top]
+
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["counts"] == {
+        "instances": len(instances),
+        "candidates": len(candidates),
+        "frames": len(GOOD),
+        "errors": len(BAD),
+    }
+    names = ("frames_read", "frames_processed", "frames_failed", "instances")
+    assert {name: first.counters[name] for name in names} == {
+        "frames_read": len(GOOD),
+        "frames_processed": len(GOOD),
+        "frames_failed": len(BAD),
+        "instances": len(instances),
+    }
+
+    # Same logs, same config: nothing new, no run directory.
+    second = mine(config, beam_args=IN_MEMORY)
+    assert (second.run_dir, second.planned, second.skipped) == (None, 0, len(GOOD) + len(BAD))
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["run-1"]
+
+    # A changed method (a new fingerprint) mines everything again into a new run.
+    changed = make_config(checkpoints, drive_log, tmp_path, mode="rba")
+    assert changed.fingerprint() != config.fingerprint()
+    third = mine(changed, beam_args=IN_MEMORY, run_id="run-2")
+    assert third.planned == len(GOOD) + len(BAD)
+    assert (third.counts["frames"], third.counts["errors"]) == (len(GOOD), len(BAD))
+    assert sorted(p.name for p in (tmp_path / "ledger").iterdir()) == sorted(
+        [f"{config.fingerprint()}.parquet", f"{changed.fingerprint()}.parquet"]
+    )
+
+
+def test_a_failing_frame_does_not_fail_its_batch_mates(checkpoints: Path, tmp_path: Path) -> None:
+    config = make_config(checkpoints, tmp_path, tmp_path, mode="rba")
+    handler = UGainSModelHandler(
+        config.models,
+        config.inference.model_copy(update={"min_batch_size": 3, "max_batch_size": 3}),
+    )
+    rng = np.random.default_rng(1)
+
+    def frame(key: str, model_image: np.ndarray) -> DecodedFrame:
+        return DecodedFrame(FrameRef(key, f"{key}.png", "log", 0), model_image, model_image, 1.0)
+
+    good = rng.integers(0, 256, (*MODEL_SIZE, 3), dtype=np.uint8)
+    frames = [frame("good-1", good), frame("bad", good[..., 0]), frame("good-2", good)]
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        results, failures = p | beam.Create(frames) | RunUGainS(handler, "test-model")
+        assert_that(results | "Keys" >> beam.Map(lambda kv: kv[0]), equal_to(["good-1", "good-2"]))
+        assert_that(
+            failures | "Failed" >> beam.Map(lambda f: (f.ref.key, f.stage, f.error_type)),
+            equal_to([("bad", "inference", "ValueError")]),
+            label="failures",
+        )
+
+
+def test_a_model_that_cannot_load_stops_the_run_before_it_starts(
+    checkpoints: Path, drive_log: Path, tmp_path: Path
+) -> None:
+    config = make_config(checkpoints, drive_log, tmp_path)
+    broken = config.model_copy(
+        update={
+            "models": config.models.model_copy(
+                update={"sam": config.models.sam.model_copy(update={"checkpoint": "missing.pth"})}
+            )
+        }
+    )
+    with pytest.raises(ModelLoadError, match=r"missing\.pth"):
+        mine(broken, beam_args=IN_MEMORY)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_runner_options_come_from_the_config_and_the_command_line_wins() -> None:
+    config = parse_config(
+        {"runner": {"options": {"max_num_workers": 3, "save_main_session": True}}}
+    )
+    options = pipeline_options(config, ["--direct_num_workers=4"])
+    assert options.view_as(StandardOptions).runner == "DirectRunner"
+    assert options.view_as(DirectOptions).direct_num_workers == 4
+    assert options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+    assert options.get_all_options()["max_num_workers"] == 3
+    assert options.get_all_options()["save_main_session"] is True
+
+
+@pytest.mark.parametrize("runner", ["DaskRunner", "dask", "PrismRunner"])
+def test_dask_and_prism_runners_are_refused(runner: str) -> None:
+    with pytest.raises(UnsupportedRunnerError, match=f"runner {runner} is not supported"):
+        pipeline_options(MiningConfig(), [f"--runner={runner}"])
+
+
+def test_run_id_is_utc_time_and_fingerprint() -> None:
+    from datetime import UTC, datetime
+
+    when = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    assert make_run_id("0123456789ab", when) == "20260304T050607Z-0123456789ab"
