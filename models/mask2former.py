@@ -56,6 +56,7 @@ __all__ = [
     "architecture_config",
     "build_mask2former",
     "encoder_feature_levels",
+    "favour_no_object",
     "load_strict",
     "resolve_format",
 ]
@@ -439,6 +440,21 @@ class Mask2FormerSegmenter(nn.Module):
             mask_logits, size=output_size, mode="bilinear", align_corners=False
         )
         return class_logits, mask_logits
+
+
+def favour_no_object(segmenter: Mask2FormerSegmenter, bias: float = 9.0) -> Mask2FormerSegmenter:
+    """Give an UNTRAINED model a trained one's habit of answering "no object" on most queries.
+
+    A random-init Mask2Former spreads each query's class mass over the K classes, which puts the
+    RbA score near ``-Q / 2`` on every pixel, far below both candidate thresholds, so nothing
+    would ever be sampled. Raising the bias of the no-object logit (the last class) leaves a
+    little class mass per query, as in a trained model, and puts ``U`` in the range the method's
+    thresholds are made for. For demos, tests and benchmarks of untrained models only; returns
+    ``segmenter``, modified in place.
+    """
+    with torch.no_grad():
+        segmenter.model.class_predictor.bias[-1] = bias
+    return segmenter
 
 
 def load_strict(

@@ -12,16 +12,11 @@ import pytest
 import torch
 
 from models.config import Mask2FormerConfig, MethodConfig, ModelsConfig, SamConfig
-from models.mask2former import build_mask2former
+from models.mask2former import build_mask2former, favour_no_object
 from models.sam import SamPrompter, build_sam
 from models.ugains import FrameResult, UGainS, build_ugains, load_ignore_mask
 
 SIZE = (96, 192)
-
-# An untrained Mask2Former spreads its class mass over the 19 classes on every query, which
-# puts U near -Q/2 everywhere and leaves no candidate pixel. Trained models predict "no object"
-# on most queries; raising that logit's bias gives the untrained model the same habit.
-NO_OBJECT_BIAS = 9.0
 
 
 def road_scene(seed: int) -> np.ndarray:
@@ -44,9 +39,10 @@ def as_batch(*images: np.ndarray) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def models() -> tuple[torch.nn.Module, SamPrompter]:
-    segmenter = build_mask2former(Mask2FormerConfig(format="random", architecture="tiny_1dl"))
-    with torch.no_grad():
-        segmenter.model.class_predictor.bias[-1] = NO_OBJECT_BIAS
+    # Untrained: U would sit near -Q/2 with no candidate pixel (see favour_no_object).
+    segmenter = favour_no_object(
+        build_mask2former(Mask2FormerConfig(format="random", architecture="tiny_1dl"))
+    )
     sam = build_sam(SamConfig(model_type="vit_tiny", seed=0))
     return segmenter, SamPrompter(sam)
 
