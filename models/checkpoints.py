@@ -49,15 +49,16 @@ CheckpointFormat = Literal["rba", "ugains"]
 
 # numpy arrays are plain data: allowlisting their reconstruction lets weights_only read
 # checkpoints that hold them (detectron2 writes some) without running code from the file.
+_NUMPY_CORE = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
 _NUMPY_GLOBALS: tuple[Any, ...] = (
-    np._core.multiarray._reconstruct,  # type: ignore[attr-defined]
+    _NUMPY_CORE.multiarray._reconstruct,
     np.ndarray,
     np.dtype,
     *(type(np.dtype(t)) for t in ("bool", "u1", "i1", "i2", "i4", "i8", "f2", "f4", "f8")),
 )
 
 
-def safe_torch_load(path: str) -> Any:
+def safe_torch_load(path: str | os.PathLike[str]) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``, with errors that say what to do.
 
     Only tensors, numpy arrays and Python containers/scalars are read: a file whose pickle
@@ -65,6 +66,7 @@ def safe_torch_load(path: str) -> Any:
     checkpoint's hyper-parameters) is refused with a :class:`CheckpointError` naming the file
     and those globals. A missing file raises :class:`FileNotFoundError`.
     """
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path!r}")
     try:
@@ -265,7 +267,7 @@ _DECODER_LEVELS = 3
 
 
 def load_state_dict_for(
-    format: CheckpointFormat, path: str, *, architecture: str
+    format: CheckpointFormat, path: str | os.PathLike[str], *, architecture: str
 ) -> tuple[dict[str, Tensor], set[str]]:
     """Read a ``format`` checkpoint and return it with transformers' key names.
 
@@ -278,6 +280,7 @@ def load_state_dict_for(
     """
     if format not in _LAYOUTS:
         raise ValueError(f"format must be one of {sorted(_LAYOUTS)}, got {format!r}")
+    path = os.fspath(path)
     loaded = safe_torch_load(path)
     source = _extract_state_dict(format, loaded, path)
     try:
