@@ -15,6 +15,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from transforms.metrics import (
     CITYSCAPES_OVERLAPS,
+    ComponentMetrics,
     InstanceMetrics,
     PixelMetrics,
     PointMetrics,
@@ -339,3 +340,98 @@ def test_point_metrics_precision_and_recall():
 def test_point_metrics_reject_points_outside_the_image():
     with pytest.raises(ValueError, match="outside the 4x3 image"):
         point_metrics([np.array([[4, 0]])], [np.zeros((3, 4), np.int32)])
+
+
+# ---------------------------------------------------------------- component level (SMIYC)
+
+
+def smiyc_reference(frames, threshold, min_segment_size, min_instance_size):
+    """SegmentMeIfYouCan's component metrics, component by component, from its definition."""
+    from scipy import ndimage
+
+    eight = np.ones((3, 3), dtype=int)
+    siou_gt, ppv = [], []
+    for scores, labels in frames:
+        gt, num_gt = ndimage.label(labels == 1, eight)
+        pred, num_pred = ndimage.label((scores > threshold) & (labels != 255), eight)
+        for component in range(1, num_pred + 1):
+            if (pred == component).sum() < min_segment_size:
+                pred[pred == component] = 0
+        roi = labels != 255
+        for component in range(num_gt + 1):
+            if (gt == component).sum() < min_instance_size:
+                roi &= gt != component
+        gt, pred = gt[roi], pred[roi]
+        for k in np.unique(gt[gt > 0]):
+            touching = np.unique(pred[(gt == k) & (pred > 0)])
+            union_pred = np.isin(pred, touching)
+            intersection = np.sum((gt == k) & union_pred)
+            # Adjusted union: pixels of other ground-truth components do not count.
+            union = np.sum(((gt == k) | union_pred) & ~((gt > 0) & (gt != k)))
+            siou_gt.append(intersection / union)
+        for j in np.unique(pred[pred > 0]):
+            ppv.append(np.sum((pred == j) & (gt > 0)) / np.sum(pred == j))
+    f1 = []
+    for t in np.linspace(0.25, 0.75, 11):
+        tp = sum(value >= t for value in siou_gt)
+        fn = len(siou_gt) - tp
+        fp = sum(value < t for value in ppv)
+        f1.append(2 * tp / (2 * tp + fn + fp))
+    return {"siou": np.mean(siou_gt), "ppv": np.mean(ppv), "mean_f1": np.mean(f1)}
+
+
+def component_frames(seed: int, n: int = 3, shape=(40, 60)):
+    """Blob-shaped anomalies of many sizes (some under the minimum), scores that cover them
+    partly, spill over, merge neighbours and fire on in-distribution pixels and void."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for _ in range(n):
+        labels = np.zeros(shape, np.uint8)
+        scores = rng.normal(0.0, 0.3, shape)
+        for _ in range(int(rng.integers(1, 6))):
+            cy, cx, r = rng.integers(0, shape[0]), rng.integers(0, shape[1]), rng.uniform(1, 7)
+            blob = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+            labels[blob] = 1
+            scores += rng.uniform(0.5, 2.0) * np.exp(
+                -((yy - cy - rng.integers(-2, 3)) ** 2 + (xx - cx) ** 2) / (2 * (r + 1) ** 2)
+            )
+        labels[:, :4] = 255
+        labels[rng.random(shape) < 0.02] = 255
+        frames.append((scores.astype(np.float32), labels))
+    return frames
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(("min_segment_size", "min_instance_size"), [(50, 10), (5, 20)])
+def test_component_metrics_equal_the_definition(seed, min_segment_size, min_instance_size):
+    frames = component_frames(seed)
+    metrics = ComponentMetrics(
+        0.6, min_segment_size=min_segment_size, min_instance_size=min_instance_size
+    )
+    other = ComponentMetrics(
+        0.6, min_segment_size=min_segment_size, min_instance_size=min_instance_size
+    )
+    metrics.update(*frames[0])
+    for scores, labels in frames[1:]:
+        other.update(torch.from_numpy(scores), labels)
+    ours = metrics.merge(other).compute()
+    reference = smiyc_reference(frames, 0.6, min_segment_size, min_instance_size)
+    assert_metrics_equal(ours, reference)
+    assert 0 < ours["mean_f1"] < 1  # not degenerate
+
+
+def test_component_metrics_hand_computed_case():
+    # Two anomalies, A (4x4 = 16 px) and B (2x2 = 4 px), one prediction covering all of A
+    # plus 4 background px and touching nothing else, one prediction on background (8 px).
+    labels = np.zeros((10, 12), np.uint8)
+    labels[0:4, 0:4] = 1
+    labels[7:9, 9:11] = 1
+    scores = np.zeros((10, 12), np.float32)
+    scores[0:4, 0:5] = 1.0  # A + 4 px
+    scores[7:9, 0:4] = 1.0  # 8 px on background
+    metrics = ComponentMetrics(0.5, min_segment_size=1, min_instance_size=1)
+    metrics.update(scores, labels)
+    # sIoU: A 16 / 20 = 0.8, B 0. PPV: 16/20 = 0.8 and 0.
+    # t in 0.25..0.75: TP 1, FN 1, FP 1 (PPV 0 < t) -> F1 = 2 / 4 = 0.5 at every t.
+    assert metrics.compute() == {"siou": 0.4, "ppv": 0.4, "mean_f1": 0.5}
