@@ -10,8 +10,9 @@ kept::
 
 Rows hold pAP / FPR95 / AUROC over all non-void pixels (the fused score ``I + U``; the
 per-pixel score ``U`` in mode ``rba``), Cityscapes iAP / iAP50 (min. region 10 px) and the
-prompt points' precision / recall (Table 4), all in percent. They are printed and written to
-``<out>/results.json`` and ``<out>/results.csv``.
+prompt points' precision / recall (Table 4), all in percent; with ``--component-threshold``
+also SegmentMeIfYouCan's component metrics (sIoU, PPV, mean F1). They are printed and written
+to ``<out>/results.json`` and ``<out>/results.csv``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from pipelines.datasets import DATASETS, LAYOUTS, EvalEntry, load_sample
 from pipelines.decode import resize_for_model
 from pipelines.inference import CompactUGainS, UGainSModelHandler
 from pipelines.mine import UnsupportedRunnerError, _runner_for, pipeline_options
-from transforms.metrics import InstanceMetrics, PixelMetrics, PointMetrics
+from transforms.metrics import ComponentMetrics, InstanceMetrics, PixelMetrics, PointMetrics
 
 ACCEPTS_BEAM_OPTIONS = True
 
@@ -51,9 +52,24 @@ _LOG = logging.getLogger(__name__)
 MODES = ("ugains", "rba", "dense-grid", "oracle")  # command-line spelling of ModeName
 SAMPLERS = ("fps", "kmeans", "random", "oracle")
 COLUMNS = (
-    "dataset", "mode", "sampler", "points", "frames",
-    "pAP", "FPR95", "AUROC", "iAP", "iAP50", "point_precision", "point_recall",
-)  # fmt: skip
+    "dataset",
+    "mode",
+    "sampler",
+    "points",
+    "frames",
+    "pAP",
+    "FPR95",
+    "AUROC",
+    "iAP",
+    "iAP50",
+    "point_precision",
+    "point_recall",
+)
+# SegmentMeIfYouCan's component metrics, with --component-threshold only.
+COMPONENT_COLUMNS = ("sIoU", "PPV", "mean_F1")
+# Its minimum sizes (predicted segment, ground-truth instance) per track: obstacle track
+# 50 / 10, anomaly track (and everything else) 500 / 100.
+COMPONENT_MIN_SIZES: dict[str, tuple[int, int]] = {"smiyc_ro21": (50, 10)}  # fmt: skip
 
 # The paper's figures (DESIGN.md), printed next to ours for the matching rows.
 PAPER_REFERENCE: dict[tuple[str, str, str, str], dict[str, float]] = {
@@ -299,6 +315,7 @@ class EvaluationAccumulator:
     pixels: PixelMetrics = field(default_factory=PixelMetrics)
     instances: InstanceMetrics = field(default_factory=InstanceMetrics)
     points: PointMetrics = field(default_factory=PointMetrics)
+    components: ComponentMetrics | None = None
     frames: int = 0
 
 
@@ -306,16 +323,35 @@ class EvaluationCombineFn(beam.CombineFn):
     """Folds :class:`FrameEvaluation` s into pixel, instance and point metrics.
 
     ``extract_output`` returns the metrics in percent: ``pAP``, ``FPR95``, ``AUROC``,
-    ``iAP``, ``iAP50``, ``point_precision``, ``point_recall``, and ``frames``.
+    ``iAP``, ``iAP50``, ``point_precision``, ``point_recall``, and ``frames``; with
+    ``components = (threshold, min_segment_size, min_instance_size)`` also SegmentMeIfYouCan's
+    ``sIoU``, ``PPV`` and ``mean_F1`` of the pixel scores thresholded at ``threshold``.
     """
 
-    def __init__(self, ignore_label: int = 255, min_region_size: int = 10) -> None:
+    def __init__(
+        self,
+        ignore_label: int = 255,
+        min_region_size: int = 10,
+        components: tuple[float, int, int] | None = None,
+    ) -> None:
         self.ignore_label = ignore_label
         self.min_region_size = min_region_size
+        self.components = components
 
     def create_accumulator(self) -> EvaluationAccumulator:
+        components = None
+        if self.components is not None:
+            threshold, min_segment_size, min_instance_size = self.components
+            components = ComponentMetrics(
+                threshold,
+                min_segment_size=min_segment_size,
+                min_instance_size=min_instance_size,
+                ignore_label=self.ignore_label,
+            )
         return EvaluationAccumulator(
-            PixelMetrics(self.ignore_label), InstanceMetrics(self.min_region_size)
+            PixelMetrics(self.ignore_label),
+            InstanceMetrics(self.min_region_size),
+            components=components,
         )
 
     def add_input(
@@ -325,6 +361,8 @@ class EvaluationCombineFn(beam.CombineFn):
         void = frame.labels == self.ignore_label
         accumulator.instances.update(frame.masks, frame.scores, frame.instance_ids, void)
         accumulator.points.update(frame.prompt_points, frame.instance_ids)
+        if accumulator.components is not None:
+            accumulator.components.update(frame.pixel_scores, frame.labels)
         accumulator.frames += 1
         return accumulator
 
@@ -336,6 +374,8 @@ class EvaluationCombineFn(beam.CombineFn):
             merged.pixels.merge(accumulator.pixels)
             merged.instances.merge(accumulator.instances)
             merged.points.merge(accumulator.points)
+            if merged.components is not None:
+                merged.components.merge(accumulator.components)
             merged.frames += accumulator.frames
         return merged
 
@@ -343,7 +383,7 @@ class EvaluationCombineFn(beam.CombineFn):
         pixel = accumulator.pixels.compute()
         instance = accumulator.instances.compute()
         point = accumulator.points.compute()
-        return {
+        output = {
             "frames": accumulator.frames,
             "pAP": 100 * pixel["ap"],
             "FPR95": 100 * pixel["fpr95"],
@@ -353,16 +393,27 @@ class EvaluationCombineFn(beam.CombineFn):
             "point_precision": 100 * point["precision"],
             "point_recall": 100 * point["recall"],
         }
+        if accumulator.components is not None:
+            component = accumulator.components.compute()
+            output["sIoU"] = 100 * component["siou"]
+            output["PPV"] = 100 * component["ppv"]
+            output["mean_F1"] = 100 * component["mean_f1"]
+        return output
 
 
 class EvaluateVariants(beam.PTransform):
     """``PCollection[(variant index, EvalEntry)]`` -> ``PCollection[(variant index, metrics)]``."""
 
     def __init__(
-        self, handler: EvaluationModelHandler, model_size: tuple[int, int], model_identifier: str
+        self,
+        handler: EvaluationModelHandler,
+        model_size: tuple[int, int],
+        model_identifier: str,
+        combine_fn: EvaluationCombineFn | None = None,
     ) -> None:
         super().__init__()
         self.handler = handler
+        self.combine_fn = combine_fn or EvaluationCombineFn()
         self.model_size = tuple(model_size)
         self.model_identifier = model_identifier
 
@@ -374,7 +425,7 @@ class EvaluateVariants(beam.PTransform):
             | "UGainS" >> RunInference(self.handler, model_identifier=self.model_identifier)
             | "KeyByVariant"
             >> beam.Map(lambda result: (result.inference.variant, result.inference))
-            | "Metrics" >> beam.CombinePerKey(EvaluationCombineFn())
+            | "Metrics" >> beam.CombinePerKey(self.combine_fn)
         )
 
 
@@ -400,22 +451,29 @@ def _finite_or_none(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def table_columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """:data:`COLUMNS`, plus the component metrics' when some row has them."""
+    has_components = any(name in row for row in rows for name in COMPONENT_COLUMNS)
+    return COLUMNS + COMPONENT_COLUMNS if has_components else COLUMNS
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """A fixed-width text table; metrics with two decimals, '-' where undefined."""
+    columns = table_columns(rows)
 
     def cell(value: Any) -> str:
         if value is None:
             return "-"
         return f"{value:.2f}" if isinstance(value, float) else str(value)
 
-    lines = [[name for name in COLUMNS]]
+    lines = [list(columns)]
     for row in rows:
-        lines.append([cell(row.get(name)) for name in COLUMNS])
+        lines.append([cell(row.get(name)) for name in columns])
         if "paper" in row:
             lines.append(
-                ["  paper", "", "", "", ""] + [cell(row["paper"].get(name)) for name in COLUMNS[5:]]
+                ["  paper", "", "", "", ""] + [cell(row["paper"].get(name)) for name in columns[5:]]
             )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
     return "\n".join(
         "  ".join(
             text.ljust(width) if column < 4 else text.rjust(width)
@@ -434,7 +492,7 @@ def write_results(rows: Sequence[dict[str, Any]], out: str, meta: dict[str, Any]
     with FileSystems.create(json_path) as handle:
         handle.write(json.dumps({"rows": list(rows), **meta}, indent=2).encode())
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=list(table_columns(rows)), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     with FileSystems.create(csv_path) as handle:
@@ -490,6 +548,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit", type=_positive_int, help="evaluate only the first N frames")
     parser.add_argument(
+        "--component-threshold",
+        type=float,
+        metavar="T",
+        help="also report SegmentMeIfYouCan's component metrics (sIoU, PPV, mean F1) of the "
+        "pixel scores thresholded at T (score > T; the benchmark's thresh_p)",
+    )
+    parser.add_argument(
         "--out",
         help="folder for results.json and results.csv (default: <output.root>/evaluate/<dataset>)",
     )
@@ -508,9 +573,18 @@ def evaluate(
     entries: Sequence[EvalEntry],
     variants: Sequence[Variant],
     options: PipelineOptions,
+    component_threshold: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the evaluation pipeline; returns one row per variant, in ``variants`` order."""
+    """Run the evaluation pipeline; returns one row per variant, in ``variants`` order.
+
+    ``component_threshold`` (in units of the pixel score) adds SegmentMeIfYouCan's component
+    metrics, with the dataset's minimum sizes (:data:`COMPONENT_MIN_SIZES`).
+    """
     handler = EvaluationModelHandler(config.models, config.inference, variants)
+    components = None
+    if component_threshold is not None:
+        sizes = COMPONENT_MIN_SIZES.get(dataset, (500, 100))
+        components = (float(component_threshold), *sizes)
     elements = [(index, entry) for index in range(len(variants)) for entry in entries]
     collected: dict[int, dict[str, float]] = {}
     out_dir = FileSystems.join(config.output.root, ".evaluate-tmp", f"{time.time_ns()}")
@@ -522,7 +596,10 @@ def evaluate(
             | "Frames" >> beam.Create(elements)
             | "Evaluate"
             >> EvaluateVariants(
-                handler, tuple(config.models.method.reference_size), f"ugains-{config.name}"
+                handler,
+                tuple(config.models.method.reference_size),
+                f"ugains-{config.name}",
+                EvaluationCombineFn(components=components),
             )
             | "ToJson" >> beam.Map(lambda item: json.dumps([item[0], item[1]]))
             | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
@@ -579,7 +656,7 @@ def run(args: argparse.Namespace) -> int:
     except UnsupportedRunnerError as error:
         _LOG.error("%s", error)
         return 2
-    rows = evaluate(config, dataset, entries, variants, options)
+    rows = evaluate(config, dataset, entries, variants, options, args.component_threshold)
     print(format_table(rows))
     out = args.out or FileSystems.join(config.output.root, "evaluate", dataset)
     meta = {

@@ -23,7 +23,7 @@ from pipelines.evaluate import (
     format_table,
     make_row,
 )
-from transforms.metrics import instance_ap, pixel_metrics, point_metrics
+from transforms.metrics import ComponentMetrics, instance_ap, pixel_metrics, point_metrics
 
 
 def test_expand_variants_builds_table_rows():
@@ -75,7 +75,7 @@ def random_frames(seed: int, n: int = 4, shape=(20, 30)) -> list[FrameEvaluation
 
 def test_combine_fn_equals_the_metrics_over_all_frames():
     frames = random_frames(0)
-    combine = EvaluationCombineFn()
+    combine = EvaluationCombineFn(components=(1.0, 3, 10))
     partial = [combine.create_accumulator(), combine.create_accumulator()]
     for index, frame in enumerate(frames):
         partial[index % 2] = combine.add_input(partial[index % 2], frame)
@@ -90,6 +90,10 @@ def test_combine_fn_equals_the_metrics_over_all_frames():
         min_region_size=10,
     )
     point = point_metrics([f.prompt_points for f in frames], [f.instance_ids for f in frames])
+    components = ComponentMetrics(1.0, min_segment_size=3, min_instance_size=10)
+    for frame in frames:
+        components.update(frame.pixel_scores, frame.labels)
+    component = components.compute()
     assert result == {
         "frames": 4,
         "pAP": pytest.approx(100 * pixel["ap"], abs=1e-9),
@@ -99,8 +103,12 @@ def test_combine_fn_equals_the_metrics_over_all_frames():
         "iAP50": pytest.approx(100 * instance["ap50"], abs=1e-9),
         "point_precision": pytest.approx(100 * point["precision"], abs=1e-9),
         "point_recall": pytest.approx(100 * point["recall"], abs=1e-9),
+        "sIoU": pytest.approx(100 * component["siou"], abs=1e-9),
+        "PPV": pytest.approx(100 * component["ppv"], abs=1e-9),
+        "mean_F1": pytest.approx(100 * component["mean_f1"], abs=1e-9),
     }
     assert 0 < result["iAP"] < 100  # the case is not degenerate
+    assert 0 < result["mean_F1"] < 100
 
 
 def test_rows_and_table_show_the_paper_figures_for_matching_rows():
@@ -198,14 +206,16 @@ def test_evaluate_command_reports_what_the_ugains_step_computes(tmp_path, capsys
     argv = ["evaluate", "--config", str(tmp_path / "config.yaml"), "--data", str(tmp_path / "fs")]
     argv += ["--dataset", "fishyscapes_lf", "--mode", "ugains", "--mode", "rba"]
     argv += ["--sampler", "fps", "--sampler", "oracle", "--points", "3"]
-    argv += ["--out", str(tmp_path / "out")]
+    argv += ["--out", str(tmp_path / "out"), "--component-threshold", "-47"]
     assert main(argv) == 0
 
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     rows = {(r["mode"], r["sampler"], r["points"]): r for r in results["rows"]}
     assert list(rows) == [("ugains", "fps", "3"), ("ugains", "oracle", "-"), ("rba", "-", "-")]
     with open(tmp_path / "out" / "results.csv") as handle:
-        assert [r["sampler"] for r in csv.DictReader(handle)] == ["fps", "oracle", "-"]
+        table = list(csv.DictReader(handle))
+    assert [r["sampler"] for r in table] == ["fps", "oracle", "-"]
+    assert list(table[0])[-3:] == ["sIoU", "PPV", "mean_F1"]
     assert "ugains  fps" in capsys.readouterr().out
     # The oracle prompts one point per instance (the 9-pixel ones too), each on its instance.
     oracle = rows[("ugains", "oracle", "-")]
@@ -234,6 +244,14 @@ def test_evaluate_command_reports_what_the_ugains_step_computes(tmp_path, capsys
         assert row["pAP"] == pytest.approx(100 * pixel["ap"], abs=1e-9)
         assert row["FPR95"] == pytest.approx(100 * pixel["fpr95"], abs=1e-9)
         assert row["AUROC"] == pytest.approx(100 * pixel["auroc"], abs=1e-9)
+        components = ComponentMetrics(-47.0)  # Fishyscapes: the anomaly track's sizes
+        for score_map, lab in zip(maps, labels, strict=True):
+            components.update(score_map, lab)
+        component = components.compute()
+        for ours, theirs in (("sIoU", "siou"), ("PPV", "ppv"), ("mean_F1", "mean_f1")):
+            # Undefined metrics (NaN) are written as null.
+            expected = None if np.isnan(component[theirs]) else 100 * component[theirs]
+            assert row[ours] == pytest.approx(expected, abs=1e-9)
         if mode == "rba":
             continue
         assert sum(r.num_instances for r in out) > 0  # instance metrics see real masks
