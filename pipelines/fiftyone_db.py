@@ -249,11 +249,22 @@ def _terminate(pid: int) -> None:
     logger.info("stopped mongod pid %d", pid)
 
 
+class _OldestMongoWarningFilter(logging.Filter):
+    """Drops FiftyOne's "oldest supported MongoDB" warning: 6.0.5 is chosen on purpose (the
+    only embedded mongod that runs offline here), and it is logged on every connection."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "oldest supported major version of MongoDB" not in record.getMessage()
+
+
 def _point_fiftyone_at(uri: str | None) -> None:
     """Make this process and the services FiftyOne spawns (the App server) use ``uri``."""
     import fiftyone as fo
     import fiftyone.core.odm.database as fodb
 
+    db_logger = logging.getLogger(fodb.__name__)
+    if not any(isinstance(f, _OldestMongoWarningFilter) for f in db_logger.filters):
+        db_logger.addFilter(_OldestMongoWarningFilter())
     if uri is None:
         os.environ.pop("FIFTYONE_DATABASE_URI", None)
     else:
@@ -261,8 +272,22 @@ def _point_fiftyone_at(uri: str | None) -> None:
     # A port FiftyOne recorded for its own mongod would override the URI's port.
     os.environ.pop("FIFTYONE_PRIVATE_DATABASE_PORT", None)
     if fo.config.database_uri != uri:
-        fodb._disconnect()  # drop a connection to another database made earlier
+        _forget_connection()
         fo.config.database_uri = uri
+
+
+def _forget_connection() -> None:
+    """Close FiftyOne's client and the handles cached from it, so the next use reconnects.
+
+    FiftyOne has no public call for this; besides its client it caches a database handle
+    and repositories (delegated operations, execution store) made from that client.
+    """
+    import fiftyone.core.odm.database as fodb
+    import fiftyone.factory.repo_factory as repo_factory
+
+    fodb._disconnect()
+    repo_factory._db = None
+    repo_factory.RepositoryFactory.repos.clear()
 
 
 @contextlib.contextmanager

@@ -607,7 +607,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             help="mining config YAML; its `review` section selects the dataset and database",
         )
         sub.add_argument(
-            "--dataset", help="FiftyOne dataset name (default: review.dataset or ugains-<name>)"
+            "--dataset",
+            help="FiftyOne dataset name (default: the config's review.dataset or "
+            "ugains-<config name>; for build, taken from the run's config)",
         )
         return sub
 
@@ -639,6 +641,20 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _dataset_name(args: argparse.Namespace, config: MiningConfig) -> str:
+    """``--dataset``, else the config's ``review.dataset`` or ``ugains-<config name>``; for
+    ``build`` without ``--config``, the same names taken from the config in ``run.json``."""
+    if args.dataset:
+        return args.dataset
+    if args.config:
+        return config.review.dataset or f"ugains-{config.name}"
+    if args.review_command == "build":
+        run_config = read_run(args.run).info.get("config") or {}
+        name = (run_config.get("review") or {}).get("dataset")
+        return name or f"ugains-{run_config.get('name', MiningConfig().name)}"
+    raise ReviewError(f"review {args.review_command} needs --dataset (or --config)")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run one ``ugains review`` action; returns the exit status."""
     from pipelines.fiftyone_db import DatabaseError, review_database
@@ -649,8 +665,8 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", error)
         return 2
     review = config.review
-    name = args.dataset or review.dataset or f"ugains-{config.name}"
     try:
+        name = _dataset_name(args, config)
         with review_database(review.database_uri, review.database_dir, review.mongod):
             import fiftyone as fo
 

@@ -14,11 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from pipelines import cli
 from pipelines.fiftyone_db import EmbeddedMongod, _point_fiftyone_at
 from tests.review.synthetic_run import SyntheticRun, default_frames, write_run
 
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+REPO = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +77,22 @@ def dataset_name() -> Iterator[str]:
     yield name
     if fo.dataset_exists(name):
         fo.delete_dataset(name)
+
+
+@pytest.fixture(scope="session")
+def mined_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of the real pipeline (``ugains mine``, demo config) on generated frames (~1 min).
+
+    The demo's synthetic drive log (two image logs and a video) and its untrained checkpoints
+    are generated in a temporary directory; semantic maps are stored too.
+    """
+    root = tmp_path_factory.mktemp("mined")
+    text = (REPO / "mining_configs" / "demo.yaml").read_text()
+    config = yaml.safe_load(text.replace(".ugains_demo", str(root / "demo_data")))
+    config["output"].update(root=str(root / "out"), store_semantic=True)
+    # One in-process worker: the suite shares two CPU cores.
+    config["runner"].update(direct_num_workers=1, direct_running_mode="in_memory")
+    path = root / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert cli.main(["mine", "--config", str(path), "--run-id", "mined"]) == 0
+    return root / "out" / "runs" / "mined"

@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from pycocotools import mask as mask_utils
 
 from pipelines import cli
 from pipelines.review import (
@@ -25,6 +24,7 @@ from pipelines.review import (
     tagged_view,
     write_pool,
 )
+from tests.review.helpers import detections_by_instance, full_mask, rle_mask, table_rows
 from tests.review.synthetic_run import (
     HEIGHT,
     WIDTH,
@@ -37,34 +37,6 @@ from tests.review.synthetic_run import (
 )
 
 TOP_K = 3
-
-
-def _rows(run: SyntheticRun, table: str) -> list[dict[str, Any]]:
-    return pq.read_table(run.path / table).to_pylist()
-
-
-def _full_mask(detection: Any, width: int, height: int) -> np.ndarray:
-    """The detection's mask pasted into an empty frame at its box."""
-    x, y, _, _ = detection.bounding_box
-    x, y = round(x * width), round(y * height)
-    h, w = detection.mask.shape
-    full = np.zeros((height, width), dtype=bool)
-    full[y : y + h, x : x + w] = detection.mask
-    return full
-
-
-def _rle_mask(row: dict[str, Any]) -> np.ndarray:
-    rle = {"size": [row["frame_height"], row["frame_width"]], "counts": row["mask_rle"]}
-    return mask_utils.decode(rle).astype(bool)
-
-
-def _detections(dataset: Any) -> dict[str, Any]:
-    """mined_instance_id -> (sample, detection) over the whole dataset."""
-    return {
-        det["mined_instance_id"]: (sample, det)
-        for sample in dataset
-        for det in sample.anomalies.detections
-    }
 
 
 @pytest.fixture
@@ -80,7 +52,7 @@ def built(run_a: SyntheticRun, dataset_name: str) -> Any:
 def test_one_persistent_sample_per_frame_with_candidates_one_detection_per_candidate(
     built: Any, run_a: SyntheticRun
 ) -> None:
-    candidates = _rows(run_a, "candidates.parquet")
+    candidates = table_rows(run_a.path, "candidates")
     assert built.persistent
     assert sorted(built.values("frame_key")) == sorted({r["frame_key"] for r in candidates})
     assert "drive_a/2" not in built.values("frame_key")  # processed, no candidates
@@ -89,8 +61,8 @@ def test_one_persistent_sample_per_frame_with_candidates_one_detection_per_candi
 
 
 def test_boxes_masks_and_scores_round_trip_pixel_for_pixel(built: Any, run_a: SyntheticRun) -> None:
-    detections = _detections(built)
-    candidates = _rows(run_a, "candidates.parquet")
+    detections = detections_by_instance(built)
+    candidates = table_rows(run_a.path, "candidates")
     assert sorted(detections) == sorted(r["instance_id"] for r in candidates)
     for row in candidates:
         sample, det = detections[row["instance_id"]]
@@ -99,7 +71,7 @@ def test_boxes_masks_and_scores_round_trip_pixel_for_pixel(built: Any, run_a: Sy
         expected_box = [row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"]]
         np.testing.assert_allclose(box, expected_box, rtol=0, atol=1e-9)
         assert det.mask.shape == (row["bbox_h"], row["bbox_w"])
-        np.testing.assert_array_equal(_full_mask(det, WIDTH, HEIGHT), _rle_mask(row))
+        np.testing.assert_array_equal(full_mask(det, WIDTH, HEIGHT), rle_mask(row))
         assert det.confidence == np.float32(row["score"])
         assert det.sam_iou == np.float32(row["sam_iou"])
         assert (det.rank, det.area) == (row["rank"], row["area"])
@@ -108,7 +80,7 @@ def test_boxes_masks_and_scores_round_trip_pixel_for_pixel(built: Any, run_a: Sy
 def test_heatmap_is_the_stored_png_with_its_range_and_score_range(
     built: Any, run_a: SyntheticRun
 ) -> None:
-    frames = {r["frame_key"]: r for r in _rows(run_a, "frames/part-00000.parquet")}
+    frames = {r["frame_key"]: r for r in table_rows(run_a.path, "frames")}
     for sample in built:
         frame = frames[sample.frame_key]
         heatmap = sample.anomaly_map
@@ -126,7 +98,7 @@ def test_heatmap_is_the_stored_png_with_its_range_and_score_range(
 
 
 def test_semantic_segmentation_has_cityscapes_mask_targets(built: Any, run_a: SyntheticRun) -> None:
-    frames = {r["frame_key"]: r for r in _rows(run_a, "frames/part-00000.parquet")}
+    frames = {r["frame_key"]: r for r in table_rows(run_a.path, "frames")}
     targets = built.mask_targets["semantic"]
     assert targets == {**dict(enumerate(CITYSCAPES_CLASSES)), 255: "ignore"}
     assert (targets[0], targets[10], targets[18], len(targets)) == ("road", "sky", "bicycle", 20)
@@ -165,7 +137,7 @@ def test_frames_use_the_image_file_or_a_jpeg_decoded_once_from_the_video(
 
 
 def test_sample_fields_and_dataset_info(built: Any, run_a: SyntheticRun) -> None:
-    candidates = _rows(run_a, "candidates.parquet")
+    candidates = table_rows(run_a.path, "candidates")
     for sample in built:
         spec = run_a.frames[sample.frame_key]
         scores = [r["score"] for r in candidates if r["frame_key"] == sample.frame_key]
@@ -188,7 +160,7 @@ def test_sample_fields_and_dataset_info(built: Any, run_a: SyntheticRun) -> None
 
 
 def test_saved_views_top_k_per_log_and_patches(built: Any, run_a: SyntheticRun) -> None:
-    candidates = _rows(run_a, "candidates.parquet")
+    candidates = table_rows(run_a.path, "candidates")
     assert built.list_saved_views() == [
         f"top-{TOP_K}",
         "log-drive_a",
@@ -226,7 +198,7 @@ def test_a_newer_run_adds_and_updates_frames_and_keeps_review_tags(
 ) -> None:
     import fiftyone as fo
 
-    detections = _detections(built)
+    detections = detections_by_instance(built)
     moved_sample, moved = detections["drive_a/0#1"]  # moves 1 px and is rescored in run-b
     moved.tags = ["confirmed"]
     moved_sample.anomalies.detections[0].tags = ["rejected"]
@@ -249,8 +221,8 @@ def test_a_newer_run_adds_and_updates_frames_and_keeps_review_tags(
             "drive_b/3",
         ]
     )
-    assert dataset.count("anomalies.detections") == len(_rows(run_b, "candidates.parquet"))
-    after = _detections(dataset)
+    assert dataset.count("anomalies.detections") == len(table_rows(run_b.path, "candidates"))
+    after = detections_by_instance(dataset)
     assert after["drive_a/0#1"][1].id == moved.id
     assert after["drive_a/0#1"][1].tags == ["confirmed"]
     assert after["drive_a/0#1"][1].confidence == np.float32(0.55)
@@ -269,7 +241,7 @@ def test_tagged_detections_without_a_counterpart_in_the_new_run_are_kept(
     frames[1] = FrameSpec("drive_a", 1, (Blob(20, 80, 8, 6, (10, 10, 10), 0.6),))
     frames[0] = FrameSpec("drive_a", 0, (frames[0].blobs[0],))  # untagged #1 disappears
     run = write_run(runs_root, "run-gone", frames)
-    sample, old = _detections(built)["drive_a/1#0"]
+    sample, old = detections_by_instance(built)["drive_a/1#0"]
     old.tags = ["confirmed"]
     sample.save()
 
@@ -285,7 +257,7 @@ def test_tagged_detections_without_a_counterpart_in_the_new_run_are_kept(
 
 
 def test_a_detections_own_review_tag_wins_over_its_frames_tag(built: Any) -> None:
-    detections = _detections(built)
+    detections = detections_by_instance(built)
     built.select_by("frame_key", ["drive_a/0"]).tag_samples("confirmed")
     sample, _ = detections["drive_a/0#0"]
     sample.anomalies.detections[0].tags = ["rejected"]
@@ -303,7 +275,7 @@ def test_a_detections_own_review_tag_wins_over_its_frames_tag(built: Any) -> Non
 
 
 def _confirm(dataset: Any, instance_ids: list[str]) -> None:
-    for sample, det in _detections(dataset).values():
+    for sample, det in detections_by_instance(dataset).values():
         if det.mined_instance_id in instance_ids:
             det.tags = ["confirmed"]
             sample.save()
@@ -328,9 +300,9 @@ def test_coco_export_reimports_as_the_same_confirmed_objects(
         progress=False,
     )
     try:
-        again = _detections(imported)
+        again = detections_by_instance(imported)
         assert sorted(again) == confirmed
-        rows = {r["instance_id"]: r for r in _rows(run_a, "candidates.parquet")}
+        rows = {r["instance_id"]: r for r in table_rows(run_a.path, "candidates")}
         for instance_id, (sample, det) in again.items():
             row = rows[instance_id]
             assert Path(sample.filepath).parent == out / "data"  # images copied into the export
@@ -339,7 +311,7 @@ def test_coco_export_reimports_as_the_same_confirmed_objects(
             np.testing.assert_allclose(box, expected, rtol=0, atol=1e-6)
             assert (det.label, det.confidence) == ("anomaly", np.float32(row["score"]))
             # COCO stores masks as polygons (FiftyOne's default 2 px tolerance)
-            mask, expected_mask = _full_mask(det, WIDTH, HEIGHT), _rle_mask(row)
+            mask, expected_mask = full_mask(det, WIDTH, HEIGHT), rle_mask(row)
             iou = (mask & expected_mask).sum() / (mask | expected_mask).sum()
             assert iou > 0.85
     finally:
@@ -358,8 +330,8 @@ def test_fiftyone_and_cvat_exports(built: Any, tmp_path: Path) -> None:
         dataset_dir=str(tmp_path / "fo"), dataset_type=fo.types.FiftyOneDataset, progress=False
     )
     try:
-        original = _detections(built)
-        for instance_id, (_, det) in _detections(copy).items():
+        original = detections_by_instance(built)
+        for instance_id, (_, det) in detections_by_instance(copy).items():
             assert instance_id in confirmed
             np.testing.assert_array_equal(det.mask, original[instance_id][1].mask)
             assert det.tags == ["confirmed"]
@@ -387,8 +359,8 @@ def test_pool_writes_crop_and_mask_pairs_with_a_manifest(
         "confirmed",
         2,
     )
-    rows = {r["instance_id"]: r for r in _rows(run_a, "candidates.parquet")}
-    detections = _detections(built)
+    rows = {r["instance_id"]: r for r in table_rows(run_a.path, "candidates")}
+    detections = detections_by_instance(built)
     assert sorted(o["instance_id"] for o in manifest["objects"]) == confirmed
     for entry in manifest["objects"]:
         row = rows[entry["instance_id"]]
@@ -399,7 +371,7 @@ def test_pool_writes_crop_and_mask_pairs_with_a_manifest(
         crop = cv2.imread(str(out / entry["image"]))
         np.testing.assert_array_equal(crop, cv2.imread(entry["frame"])[y : y + h, x : x + w])
         mask = cv2.imread(str(out / entry["mask"]), cv2.IMREAD_UNCHANGED)
-        np.testing.assert_array_equal(mask, _rle_mask(row)[y : y + h, x : x + w] * 255)
+        np.testing.assert_array_equal(mask, rle_mask(row)[y : y + h, x : x + w] * 255)
 
 
 def test_outputs_refuse_a_non_empty_directory_unless_overwrite(built: Any, tmp_path: Path) -> None:
