@@ -318,6 +318,9 @@ def build_ugains(config: ModelsConfig, device: str | torch.device | None = None)
 
     target = resolve_device(config.device if device is None else device)
     segmenter = build_mask2former(config.mask2former).to(target).eval()
+    if config.mask2former.compile and target.type == "cuda":
+        # In place (nn.Module.compile), so parameter names and checkpoints are unchanged.
+        segmenter.model.compile(dynamic=False)
     prompter = None
     if config.method.mode != "rba":
         sam = build_sam(config.sam).to(target).eval()
