@@ -121,6 +121,7 @@ def resize_for_model(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(image, (width, height), interpolation=interpolation))
 
 
+@beam.typehints.with_output_types(DecodedFrame, **{FAILED: FrameFailure})
 class _DecodeUnit(beam.DoFn):
     """Decode one :class:`ReadUnit`.
 

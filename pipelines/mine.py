@@ -5,8 +5,22 @@ The pipeline is a short chain of named transforms::
     FrameSources -> Shard (Reshuffle) -> Decode -> RunInference -> InstancesToRows
         -> WriteInstances / TopCandidates -> WriteCandidates / WriteFrames / WriteErrors
 
+Runners: the DirectRunner (default; ``direct_num_workers`` worker processes with
+``direct_running_mode: multi_processing``), DataflowRunner, FlinkRunner and SparkRunner take
+the usual Beam options on the command line; the DaskRunner and the PrismRunner are refused.
+
 Runs are incremental: frames already in the ledger of the config's fingerprint are skipped;
-when nothing is new, the command says so and exits 0 without creating a run directory.
+when nothing is new, the command says so and exits 0 without creating a run directory. A
+run that fails leaves a run directory without ``run.json`` and does not touch the ledger, so
+the next run mines its frames again. Scheduling is therefore a plain periodic call, e.g.
+cron::
+
+    */30 * * * * cd /srv/ugains && .venv/bin/ugains mine --config mining_configs/fleet.yaml
+
+or an Airflow task::
+
+    BashOperator(task_id="mine", bash_command="ugains mine --config /cfg/fleet.yaml "
+                 "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp")
 """
 
 from __future__ import annotations
@@ -325,9 +339,9 @@ def format_candidates(run_dir: str, limit: int = 10) -> str:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = (
-        "Run the Beam mining pipeline: read the config's sources, run UGainS on every frame "
-        "not yet in the ledger, and write instances/, candidates.parquet, frames/, errors/ "
-        "and maps/ into <output.root>/runs/<run id>/."
+        "Run the Beam mining pipeline: read the config's sources, run UGainS on every frame\n"
+        "not yet in the ledger, and write instances/, candidates.parquet, frames/, errors/\n"
+        "and maps/ into <output.root>/runs/<run id>/. With nothing new, exit 0 and say so."
     )
     parser.epilog = (
         "Any other option is a Beam pipeline option and overrides the config's runner "
@@ -373,6 +387,9 @@ def _overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # Beam's own INFO lines (shard renames, batching statistics) drown the progress lines.
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)
     try:
         config = load_config(args.config, _overrides(args.overrides))
         result = mine(

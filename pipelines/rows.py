@@ -202,6 +202,7 @@ def error_row(failure: FrameFailure, ctx: RunContext) -> dict[str, Any]:
     }
 
 
+@beam.typehints.with_output_types(dict, **{FRAMES: dict})
 class _ToRows(beam.DoFn):
     """``(key, PredictionResult)`` -> instance rows; the frame row on the ``frames`` output."""
 
