@@ -23,7 +23,13 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.sources import FrameFailure, FrameRef, ReadUnit, local_copy
+from pipelines.sources import (
+    FrameFailure,
+    FrameRef,
+    ReadUnit,
+    dead_letter_failures,
+    local_copy,
+)
 
 __all__ = [
     "DecodeFrames",
@@ -194,25 +200,6 @@ class _DecodeUnit(beam.DoFn):
 def _failure(ref: FrameRef, stage: str, error: BaseException) -> FrameFailure:
     _LOG.warning("frame %s failed at %s: %s", ref.key, stage, error)
     return FrameFailure(ref, stage, type(error).__name__, str(error))
-
-
-def dead_letter_failures(stage: str, refs: list[FrameRef], exc_info: tuple) -> list[FrameFailure]:
-    """Failures for every frame of a dead-lettered element (``(type, repr, traceback)``)."""
-    exc_type, exc_repr, _ = exc_info
-    reason = _reason(exc_type, exc_repr)
-    for ref in refs:
-        _LOG.warning("frame %s failed at %s: %s", ref.key, stage, reason)
-    return [FrameFailure(ref, stage, exc_type.__name__, reason) for ref in refs]
-
-
-def _reason(exc_type: type, exc_repr: str) -> str:
-    # repr(exc) is "FrameDecodeError('x.png: ...')": keep the message, drop the wrapper.
-    prefix = f"{exc_type.__name__}("
-    if exc_repr.startswith(prefix) and exc_repr.endswith(")"):
-        inner = exc_repr[len(prefix) : -1]
-        if len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\"":
-            return inner[1:-1]
-    return exc_repr
 
 
 class DecodeFrames(beam.PTransform):

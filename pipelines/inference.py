@@ -36,7 +36,8 @@ from apache_beam.ml.inference.base import (
 
 from models.config import ModelsConfig
 from pipelines.config import InferenceConfig
-from pipelines.decode import DecodedFrame, dead_letter_failures
+from pipelines.decode import DecodedFrame
+from pipelines.sources import dead_letter_failures
 from transforms.masks import encode_rle
 
 __all__ = [

@@ -21,9 +21,9 @@ import torch
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import PredictionResult
 
-from pipelines.decode import DecodedFrame, dead_letter_failures
+from pipelines.decode import DecodedFrame
 from pipelines.inference import FrameInference
-from pipelines.sources import FrameFailure, FrameRef
+from pipelines.sources import FrameFailure, FrameRef, dead_letter_failures
 from transforms.masks import crop_box_with_margin, decode_rle, encode_rle, masks_to_boxes
 
 __all__ = [

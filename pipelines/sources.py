@@ -36,6 +36,7 @@ __all__ = [
     "Plan",
     "ReadUnit",
     "SourceError",
+    "dead_letter_failures",
     "frame_key",
     "local_copy",
     "plan_sources",
@@ -106,6 +107,25 @@ class Plan:
     @property
     def num_frames(self) -> int:
         return sum(len(unit.refs) for unit in self.units) + len(self.failures)
+
+
+def dead_letter_failures(stage: str, refs: list[FrameRef], exc_info: tuple) -> list[FrameFailure]:
+    """Failures for every frame of a dead-lettered element (``(type, repr, traceback)``)."""
+    exc_type, exc_repr, _ = exc_info
+    reason = _reason(exc_type, exc_repr)
+    for ref in refs:
+        _LOG.warning("frame %s failed at %s: %s", ref.key, stage, reason)
+    return [FrameFailure(ref, stage, exc_type.__name__, reason) for ref in refs]
+
+
+def _reason(exc_type: type, exc_repr: str) -> str:
+    # repr(exc) is "FrameDecodeError('x.png: ...')": keep the message, drop the wrapper.
+    prefix = f"{exc_type.__name__}("
+    if exc_repr.startswith(prefix) and exc_repr.endswith(")"):
+        inner = exc_repr[len(prefix) : -1]
+        if len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\"":
+            return inner[1:-1]
+    return exc_repr
 
 
 def frame_key(log_id: str, frame_index: int) -> str:

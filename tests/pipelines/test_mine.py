@@ -210,12 +210,16 @@ def test_mining_runs_reruns_and_restarts_on_a_changed_config(
     )
 
 
-def test_a_failing_frame_does_not_fail_its_batch_mates(checkpoints: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["in-process", "shared-across-processes"])
+def test_a_failing_frame_does_not_fail_its_batch_mates(
+    checkpoints: Path, tmp_path: Path, shared: bool
+) -> None:
     config = make_config(checkpoints, tmp_path, tmp_path, mode="rba")
-    handler = UGainSModelHandler(
-        config.models,
-        config.inference.model_copy(update={"min_batch_size": 3, "max_batch_size": 3}),
+    inference = config.inference.model_copy(
+        update={"min_batch_size": 3, "max_batch_size": 3, "share_model_across_processes": shared}
     )
+    handler = UGainSModelHandler(config.models, inference)
+    assert handler.share_model_across_processes() is shared
     rng = np.random.default_rng(1)
 
     def frame(key: str, model_image: np.ndarray) -> DecodedFrame:
@@ -224,7 +228,7 @@ def test_a_failing_frame_does_not_fail_its_batch_mates(checkpoints: Path, tmp_pa
     good = rng.integers(0, 256, (*MODEL_SIZE, 3), dtype=np.uint8)
     frames = [frame("good-1", good), frame("bad", good[..., 0]), frame("good-2", good)]
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
-        results, failures = p | beam.Create(frames) | RunUGainS(handler, "test-model")
+        results, failures = p | beam.Create(frames) | RunUGainS(handler, f"test-model-{shared}")
         assert_that(results | "Keys" >> beam.Map(lambda kv: kv[0]), equal_to(["good-1", "good-2"]))
         assert_that(
             failures | "Failed" >> beam.Map(lambda f: (f.ref.key, f.stage, f.error_type)),
