@@ -193,8 +193,13 @@ class EmbeddedMongod:
         ]
         stderr_path = self.log_path.with_name("mongod.stderr")
         with open(stderr_path, "ab") as stderr:
-            # A new session: Ctrl-C in the terminal must not kill a mongod other clients share.
-            popen = subprocess.Popen(command, stdout=stderr, stderr=stderr, start_new_session=True)
+            try:
+                # A new session: Ctrl-C in the terminal must not kill a mongod others share.
+                popen = subprocess.Popen(
+                    command, stdout=stderr, stderr=stderr, start_new_session=True
+                )
+            except OSError as error:
+                raise DatabaseError(f"cannot run mongod {binary}: {error}") from None
         deadline = time.monotonic() + self.timeout_s
         while (port := _listening_port(popen.pid)) is None:
             if popen.poll() is not None:

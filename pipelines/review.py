@@ -378,6 +378,8 @@ def build_dataset(run_dir: str | Path, name: str, top_k: int = 50) -> BuildSumma
         dataset = fo.Dataset(name, persistent=True)
         dataset.classes = {ANOMALIES: [LABEL]}
     existing = {}
+    if len(dataset) and "ugains_hash" not in dataset.get_field_schema():
+        raise ReviewError(f"dataset {name!r} exists but was not built by `ugains review build`")
     if len(dataset):
         keys, ids, hashes = dataset.values(["frame_key", "id", "ugains_hash"])
         existing = {k: (i, h) for k, i, h in zip(keys, ids, hashes, strict=True)}
@@ -496,6 +498,8 @@ def export_tagged(
 ) -> int:
     """Export the detections carrying ``tag`` with FiftyOne's exporter for ``fmt``.
 
+    ``coco``: boxes and masks as polygons (FiftyOne's 2 px tolerance) plus the detection
+    attributes; ``cvat``: CVAT image XML (boxes); ``fiftyone``: everything, masks exact.
     The images are copied into the export. Returns the number of detections exported.
     """
     import fiftyone as fo
@@ -579,6 +583,8 @@ def serve_app(dataset: fo.Dataset, host: str = "127.0.0.1", port: int = 5151) ->
             probe.bind((host, port))
         except OSError as error:
             raise ReviewError(f"cannot listen on {host}:{port}: {error}") from None
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("the App listens on %s: anyone who can reach it sees the dataset", host)
     server = fos.ServerService(port, address=host, do_not_track=True)
     url = f"http://{host}:{port}/datasets/{dataset.slug}"
     print(f"FiftyOne App for dataset {dataset.name!r}: {url}  (Ctrl-C to stop)", flush=True)

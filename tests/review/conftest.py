@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from pipelines import cli
+from pipelines.demo import ensure_demo
 from pipelines.fiftyone_db import EmbeddedMongod, _point_fiftyone_at
 from tests.review.synthetic_run import SyntheticRun, default_frames, write_run
 
@@ -81,14 +82,21 @@ def dataset_name() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def mined_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run of the real pipeline (``ugains mine``, demo config) on generated frames (~1 min).
+    """A run of the real pipeline (``ugains mine``, demo config) on generated frames (~40 s).
 
-    The demo's synthetic drive log (two image logs and a video) and its untrained checkpoints
+    The demo's synthetic drive log (an image log and a video) and its untrained checkpoints
     are generated in a temporary directory; semantic maps are stored too.
     """
     root = tmp_path_factory.mktemp("mined")
+    data = root / "demo_data"
     text = (REPO / "mining_configs" / "demo.yaml").read_text()
-    config = yaml.safe_load(text.replace(".ugains_demo", str(root / "demo_data")))
+    config = yaml.safe_load(text.replace(".ugains_demo", str(data)))
+    ensure_demo(data)
+    # Half the demo's frames (one image log, two video frames) keep the suite fast.
+    config["sources"] = [
+        {"kind": "images", "path": str(data / "logs" / "drive_a")},
+        {"kind": "video", "path": str(data / "logs" / "dashcam.avi"), "max_frames": 2},
+    ]
     config["output"].update(root=str(root / "out"), store_semantic=True)
     # One in-process worker: the suite shares two CPU cores.
     config["runner"].update(direct_num_workers=1, direct_running_mode="in_memory")

