@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -255,7 +256,10 @@ def mine(
         _check_models(config)
 
     run_id = run_id or make_run_id(fingerprint)
-    run_dir = FileSystems.join(config.output.root, "runs", run_id)
+    root = config.output.root
+    if FileSystems.get_scheme(root) in (None, "file"):
+        root = os.path.abspath(root)  # map URIs in the tables must not depend on the cwd
+    run_dir = FileSystems.join(root, "runs", run_id)
     ctx = RunContext(
         run_id=run_id,
         run_dir=run_dir,
@@ -413,6 +417,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"run {result.run_id}: {result.planned} frames in {result.seconds:.1f} s ({counts})")
     if result.skipped:
         print(f"skipped {result.skipped} frames already in the ledger")
+    if result.counters:
+        names = ("frames_read", "frames_processed", "frames_failed", "instances")
+        print("counters: " + ", ".join(f"{n} {result.counters.get(n, 0)}" for n in names))
     print(f"outputs: {result.run_dir}")
     if result.counts.get("candidates"):
         print(format_candidates(result.run_dir, args.top))

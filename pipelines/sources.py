@@ -142,7 +142,7 @@ def split_video_uri(uri: str) -> tuple[str, int] | None:
 @contextmanager
 def local_copy(uri: str) -> Iterator[str]:
     """A local path holding ``uri``'s bytes (OpenCV reads videos from local paths only)."""
-    if FileSystems.get_scheme(uri) in (None, "file"):
+    if _is_local(uri):
         yield uri
         return
     suffix = posixpath.splitext(uri)[1]
@@ -206,7 +206,14 @@ def _units(refs: list[FrameRef], run_length: int) -> Iterator[ReadUnit]:
         yield ReadUnit(tuple(run))
 
 
+def _is_local(path: str) -> bool:
+    return FileSystems.get_scheme(path) in (None, "file")
+
+
 def _match(pattern: str) -> list[str]:
+    """Matching paths, sorted; local ones absolute so frame URIs name files unambiguously."""
+    if _is_local(pattern):
+        pattern = os.path.abspath(pattern)
     results = FileSystems.match([pattern])[0].metadata_list
     return sorted(meta.path for meta in results)
 
@@ -214,7 +221,7 @@ def _match(pattern: str) -> list[str]:
 def _image_paths(path: str) -> list[str]:
     if _GLOB_CHARS.search(path):
         return _match(path)
-    is_local = FileSystems.get_scheme(path) in (None, "file")
+    is_local = _is_local(path)
     if (is_local and os.path.isdir(path)) or (not is_local and not FileSystems.exists(path)):
         pattern = FileSystems.join(path.rstrip("/"), "*")
         return [p for p in _match(pattern) if p.lower().endswith(IMAGE_EXTENSIONS)]
@@ -313,12 +320,16 @@ def video_frame_count(uri: str) -> tuple[int, float]:
 
 def _manifest_refs(source: ManifestSource, where: str) -> list[FrameRef]:
     rows = _read_manifest(source.path, where)
+    folder = posixpath.dirname(source.path)
     by_log: dict[str, list[tuple[float | None, str]]] = defaultdict(list)
     for line, row in enumerate(rows, start=2):
         log_id, uri = row.get("log_id"), row.get("frame_uri")
         if not log_id or not uri:
             raise SourceError(f"{where}: row {line} needs both log_id and frame_uri")
-        by_log[str(log_id)].append((_timestamp(row.get("timestamp"), where, line), str(uri)))
+        uri = str(uri)
+        if _is_local(uri) and not os.path.isabs(uri) and _is_local(source.path):
+            uri = os.path.abspath(os.path.join(folder, uri))  # relative to the manifest
+        by_log[str(log_id)].append((_timestamp(row.get("timestamp"), where, line), uri))
     refs = []
     for log_id, entries in sorted(by_log.items()):
         # Missing timestamps sort last, then by URI, so the order does not depend on row order.

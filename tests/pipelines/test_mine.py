@@ -153,6 +153,15 @@ def test_mining_runs_reruns_and_restarts_on_a_changed_config(
     sizes = {stem(r["frame_uri"]): (r["frame_height"], r["frame_width"]) for r in frames}
     assert sizes["b_double"] == (128, 256)
     assert sizes["c_odd"] == (45, 99)
+    for row in frames:
+        # Fused-score maps (model size, 8 bit, scale in the row) for frames with instances.
+        if row["num_instances"] == 0:
+            assert row["fused_map_uri"] is None
+            continue
+        assert row["fused_map_uri"].startswith(f"{run_dir}/maps/")
+        fused = cv2.imread(row["fused_map_uri"], cv2.IMREAD_UNCHANGED)
+        assert (fused.shape, fused.dtype) == (tuple(MODEL_SIZE), np.uint8)
+        assert row["fused_map_min"] <= row["max_fused_score"] == row["fused_map_max"]
     per_frame = {r["frame_key"]: r["num_instances"] for r in frames}
     assert sum(per_frame.values()) == len(instances) > 0
 

@@ -136,7 +136,7 @@ def test_skip_uris_leaves_out_ledger_frames(tmp_path: Path) -> None:
 def test_manifest_orders_each_log_by_timestamp_then_uri(tmp_path: Path, fmt: str) -> None:
     rows = {
         "log_id": ["l2", "l1", "l1", "l1"],
-        "frame_uri": ["z.png", "b.png", "clip.mp4#frame=7", "a.png"],
+        "frame_uri": ["z.png", "b.png", "clip.mp4#frame=7", str(tmp_path / "a.png")],
         "timestamp": [1.0, 2.0, 0.5, None],
     }
     path = tmp_path / f"manifest.{fmt}"
@@ -153,13 +153,14 @@ def test_manifest_orders_each_log_by_timestamp_then_uri(tmp_path: Path, fmt: str
     plan = plan_sources([ManifestSource(path=str(path))])
     refs = sorted(refs_of(plan.units), key=lambda r: r.key)
 
+    # Relative URIs are relative to the manifest's folder.
     assert [(r.key, r.uri, r.timestamp) for r in refs] == [
-        ("l1/000000", "clip.mp4#frame=7", 0.5),
-        ("l1/000001", "b.png", 2.0),
-        ("l1/000002", "a.png", None),
-        ("l2/000000", "z.png", 1.0),
+        ("l1/000000", f"{tmp_path}/clip.mp4#frame=7", 0.5),
+        ("l1/000001", f"{tmp_path}/b.png", 2.0),
+        ("l1/000002", f"{tmp_path}/a.png", None),
+        ("l2/000000", f"{tmp_path}/z.png", 1.0),
     ]
-    assert (refs[0].video_uri, refs[0].video_frame) == ("clip.mp4", 7)
+    assert (refs[0].video_uri, refs[0].video_frame) == (f"{tmp_path}/clip.mp4", 7)
 
 
 def test_manifest_without_required_columns_is_refused(tmp_path: Path) -> None:
