@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from models.config import ModelsConfig, StrictModel
 
@@ -78,6 +78,20 @@ class InferenceConfig(StrictModel):
     min_image_side: int = Field(32, ge=1)  # smaller frames are refused
     model_copies: int | None = Field(None, ge=1)  # None = one per visible GPU (1 on CPU)
     share_model_across_processes: bool = False  # one copy per GPU for the worker's processes
+
+    @model_validator(mode="after")
+    def _batch_sizes_ordered(self) -> InferenceConfig:
+        if self.min_batch_size > self.max_batch_size:
+            raise ValueError(
+                f"min_batch_size ({self.min_batch_size}) is larger than max_batch_size "
+                f"({self.max_batch_size})"
+            )
+        if self.min_image_side > self.max_image_side:
+            raise ValueError(
+                f"min_image_side ({self.min_image_side}) is larger than max_image_side "
+                f"({self.max_image_side})"
+            )
+        return self
 
 
 RunnerName = Literal["DirectRunner", "FnApiRunner", "DataflowRunner", "FlinkRunner", "SparkRunner"]

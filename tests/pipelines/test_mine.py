@@ -19,6 +19,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from pycocotools import mask as mask_utils
 
+from pipelines.cli import main
 from pipelines.config import MiningConfig, parse_config
 from pipelines.decode import DecodedFrame
 from pipelines.demo import MASK2FORMER_DIR, SAM_FILE, write_checkpoints
@@ -285,3 +286,28 @@ def test_run_id_is_utc_time_and_fingerprint() -> None:
 
     when = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
     assert make_run_id("0123456789ab", when) == "20260304T050607Z-0123456789ab"
+
+
+def test_the_command_refuses_the_dask_runner_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\n")
+
+    assert main(["mine", "--config", str(config), "--runner", "DaskRunner"]) == 2
+
+    error = capsys.readouterr().err
+    assert "ugains mine: runner DaskRunner is not supported" in error
+    assert "drops the last partial batch" in error
+
+
+def test_the_command_names_the_bad_config_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("inference:\n  min_batch_size: 8\n  max_batch_sise: 9\n")
+
+    assert main(["mine", "--config", str(config)]) == 2
+
+    error = capsys.readouterr().err
+    assert "inference.max_batch_sise: unknown key" in error
