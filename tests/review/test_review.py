@@ -408,6 +408,9 @@ def test_a_directory_that_is_not_a_run_is_refused(run_a: SyntheticRun, tmp_path:
     shutil.copy(broken / "frames" / "part-00000.parquet", broken / "candidates.parquet")
     with pytest.raises(ReviewError, match=r"is table 'frames' version 1, expected 'candidates'"):
         read_run(broken)
+    (broken / "candidates.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ReviewError, match=r"cannot read Parquet table .*candidates.parquet"):
+        read_run(broken)
 
 
 def test_inconsistent_rows_are_refused_naming_the_instance(
@@ -435,3 +438,25 @@ def test_a_dataset_not_built_by_review_is_not_touched(
     with pytest.raises(ReviewError, match="exists but was not built by `ugains review build`"):
         build_dataset(run_a.path, dataset_name)
     assert foreign.values("filepath") == ["/data/other.png"]
+
+
+def test_map_paths_relative_to_the_mining_working_dir_are_found_in_the_run(
+    run_a: SyntheticRun, tmp_path: Path, dataset_name: str
+) -> None:
+    import fiftyone as fo
+    import pyarrow as pa
+
+    # `ugains mine` run from tmp_path with output.root "out" writes "out/runs/<id>/maps/..."
+    moved = tmp_path / "out" / "runs" / "run-a"
+    shutil.copytree(run_a.path, moved)
+    shard = moved / "frames" / "part-00000.parquet"
+    table = pq.read_table(shard)
+    uris = [f"out/runs/run-a/{u}" if u else None for u in table.column("fused_map_uri").to_pylist()]
+    index = table.schema.get_field_index("fused_map_uri")
+    field = table.schema.field("fused_map_uri")
+    pq.write_table(table.set_column(index, field, pa.array(uris, pa.string())), shard)
+
+    build_dataset(moved, dataset_name)
+
+    paths = fo.load_dataset(dataset_name).values("anomaly_map.map_path")
+    assert sorted(paths) == sorted(str(p) for p in (moved / "maps").glob("*_fused.png"))
