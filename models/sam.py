@@ -20,6 +20,7 @@ decomposed relative-position bias passed as ``attn_mask``. It swaps the class of
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import pickle
 import warnings
@@ -482,14 +483,13 @@ class SamPrompter:
             _check_points(frame_points, *size, name=f"points[{index}]")
         wanted = [i for i, frame_points in enumerate(points) if frame_points.shape[0] > 0]
         embeddings = self.encode(images[wanted]) if wanted else None
-        results = []
-        for index, frame_points in enumerate(points):
-            if embeddings is None or index not in wanted:
-                results.append(self._empty(size, "full"))
-            else:
-                embedding = embeddings[wanted.index(index)]
-                results.append(self.segment(embedding, frame_points, size))
-        return results
+        row_of = {frame: row for row, frame in enumerate(wanted)}
+        return [
+            self.segment(embeddings[row_of[i]], frame_points, size)
+            if i in row_of
+            else self._empty(size, "full")
+            for i, frame_points in enumerate(points)
+        ]
 
     def _empty(self, frame_size: tuple[int, int], output: str) -> tuple[Tensor, Tensor]:
         """The result of zero prompts: ``[0, H, W]`` bool (or ``[0, 256, 256]``), ``[0]``."""
@@ -511,7 +511,9 @@ def _check_images(images: Tensor) -> None:
 
 
 def _check_frame_size(frame_size: tuple[int, int]) -> tuple[int, int]:
-    if len(frame_size) != 2 or any(int(s) != s or s <= 0 for s in frame_size):
+    if len(frame_size) != 2 or not all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in frame_size
+    ):
         raise ValueError(f"frame_size must be (H, W) positive integers, got {frame_size!r}")
     return int(frame_size[0]), int(frame_size[1])
 
