@@ -304,8 +304,9 @@ class SamPrompter:
             is SDPA in fp32 only. The prompter sets the attention implementation of ``sam``'s
             encoder accordingly (in place, parameters untouched).
         compile: ``torch.compile`` the image encoder (CUDA only; ignored with a warning on the
-            CPU). The first call of each new batch size compiles for minutes (DESIGN.md: 107 s
-            at batch 1 on an H100); keep batches a fixed size and set
+            CPU). The first call of each new batch size compiles, which takes minutes for ViT-H
+            (DESIGN.md: first compiled calls of 107-182 s on an H100); keep batches a fixed
+            size and set
             ``TORCHINDUCTOR_CACHE_DIR`` to a persistent directory so that later processes reuse
             the compiled kernels (inductor's FX-graph cache is on by default).
 
