@@ -42,7 +42,7 @@ from pipelines.config import ConfigError, InferenceConfig, MiningConfig, load_co
 from pipelines.datasets import DATASETS, LAYOUTS, EvalEntry, load_sample
 from pipelines.decode import resize_for_model
 from pipelines.inference import CompactUGainS, UGainSModelHandler
-from pipelines.mine import UnsupportedRunnerError, _runner_for, pipeline_options
+from pipelines.mine import UnsupportedRunnerError, pipeline_options, runner_for
 from transforms.metrics import ComponentMetrics, InstanceMetrics, PixelMetrics, PointMetrics
 
 ACCEPTS_BEAM_OPTIONS = True
@@ -591,7 +591,7 @@ def evaluate(
     out_dir = FileSystems.join(config.output.root, ".evaluate-tmp", f"{time.time_ns()}")
     prefix = FileSystems.join(out_dir, "metrics")
     # The mining command's runner choice (the FnApiRunner for the DirectRunner: no Prism).
-    with beam.Pipeline(runner=_runner_for(options), options=options) as pipeline:
+    with beam.Pipeline(runner=runner_for(options), options=options) as pipeline:
         _ = (
             pipeline
             | "Frames" >> beam.Create(elements)

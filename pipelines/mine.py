@@ -63,6 +63,7 @@ __all__ = [
     "mine",
     "pipeline_options",
     "run",
+    "runner_for",
 ]
 
 ACCEPTS_BEAM_OPTIONS = True
@@ -132,7 +133,7 @@ def pipeline_options(config: MiningConfig, beam_args: Sequence[str] = ()) -> Pip
     return options
 
 
-def _runner_for(options: PipelineOptions) -> Any:
+def runner_for(options: PipelineOptions) -> Any:
     """The runner object; the DirectRunner is run as its batch engine, the FnApiRunner.
 
     apache-beam 2.77's DirectRunner first tries the PrismRunner, which downloads a binary
@@ -281,7 +282,7 @@ def mine(
         plan.skipped,
         run_dir,
     )
-    pipeline = beam.Pipeline(runner=_runner_for(options), options=options)
+    pipeline = beam.Pipeline(runner=runner_for(options), options=options)
     build_pipeline(pipeline, config, plan, ctx)
     result = pipeline.run()
     result.wait_until_finish()
