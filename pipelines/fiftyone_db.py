@@ -107,7 +107,8 @@ class EmbeddedMongod:
 
     Processes using the same directory share one ``mongod``: the state file lists their pids
     (under an exclusive lock) and the last one to leave shuts it down. Pids of processes that
-    died are dropped, so a crash does not keep the database running for ever.
+    died are dropped, so the next process using the directory adopts a ``mongod`` that a
+    crashed one left running, and stops it when it is done.
     """
 
     def __init__(

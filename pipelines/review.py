@@ -602,15 +602,19 @@ def serve_app(dataset: fo.Dataset, host: str = "127.0.0.1", port: int = 5151) ->
             raise ReviewError(f"cannot listen on {host}:{port}: {error}") from None
     if host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("the App listens on %s: anyone who can reach it sees the dataset", host)
-    server = fos.ServerService(port, address=host, do_not_track=True)
-    url = f"http://{host}:{port}/datasets/{dataset.slug}"
-    print(f"FiftyOne App for dataset {dataset.name!r}: {url}  (Ctrl-C to stop)", flush=True)
+    server = None
     try:
+        # Starting waits until the server listens; an interrupt may arrive meanwhile. The
+        # server's supervisor stops it when this process exits, even without stop().
+        server = fos.ServerService(port, address=host, do_not_track=True)
+        url = f"http://{host}:{port}/datasets/{dataset.slug}"
+        print(f"FiftyOne App for dataset {dataset.name!r}: {url}  (Ctrl-C to stop)", flush=True)
         server.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
 
 
 # --------------------------------------------------------------------------- command line

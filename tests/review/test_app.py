@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,21 +32,33 @@ def _free_port() -> int:
 
 
 def _get(url: str) -> tuple[int, str, str]:
-    with urllib.request.urlopen(url, timeout=5) as response:
+    with urllib.request.urlopen(url, timeout=10) as response:
         return response.status, response.headers.get("Content-Type", ""), response.read().decode()
 
 
-def _wait_for_page(url: str, process: subprocess.Popen[Any], timeout_s: float) -> tuple:
+def _graphql(port: int, query: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _wait_for_line(lines: queue.Queue[str | None], text: str, timeout_s: float) -> list[str]:
+    """Lines read until one contains ``text``; fails when the output ends or time runs out."""
+    seen: list[str] = []
     deadline = time.monotonic() + timeout_s
-    while True:
+    while not any(text in line for line in seen):
         try:
-            return _get(url)
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"review app exited with {process.returncode}: {process.stdout.read()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the App did not answer on {url} within {timeout_s} s")
-            time.sleep(0.5)
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            pytest.fail(f"no line with {text!r} within {timeout_s} s; output: {seen}")
+        if line is None:
+            pytest.fail(f"review app exited before printing {text!r}; output: {seen}")
+        seen.append(line)
+    return seen
 
 
 def _listening(processes: list[psutil.Process]) -> set[tuple[str, int]]:
@@ -60,24 +75,42 @@ def test_app_answers_on_loopback_only_and_shuts_down_on_sigterm(
 ) -> None:
     build_dataset(run_a.path, dataset_name)
     port = _free_port()
+    url = f"http://127.0.0.1:{port}/datasets/{dataset_name}"
     command = [sys.executable, "-m", "pipelines.cli", "review", "app", "--dataset", dataset_name]
     process = subprocess.Popen(
-        [*command, "--port", str(port)],
+        [*command, "--port", str(port)],  # no --host: the default must be loopback
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     try:
-        status, content_type, page = _wait_for_page(
-            f"http://127.0.0.1:{port}/datasets/{dataset_name}", process, timeout_s=90
-        )
+        _wait_for_line(lines, url, timeout_s=90)  # printed once the server listens
+
+        status, content_type, page = _get(url)
         assert status == 200
         assert content_type.startswith("text/html")
         assert "<html" in page.lower()
-        version = _get(f"http://127.0.0.1:{port}/fiftyone")
-        assert version[0] == 200
+        # the App's server reads the dataset from the same database
+        query = f'{{ dataset(name: "{dataset_name}") {{ name savedViews {{ name }} }} }}'
+        answer = _graphql(port, query)["data"]["dataset"]
+        assert answer["name"] == dataset_name
+        assert [v["name"] for v in answer["savedViews"]] == [
+            "top-50",
+            "log-drive_a",
+            "log-drive_b",
+            "anomaly-patches",
+        ]
 
         tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
         listening = _listening(tree)
@@ -86,12 +119,12 @@ def test_app_answers_on_loopback_only_and_shuts_down_on_sigterm(
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            output, _ = process.communicate(timeout=60)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
             raise
-    assert process.returncode == 0, output
-    assert f"http://127.0.0.1:{port}/datasets/{dataset_name}" in output
+        reader.join(timeout=10)
+    assert process.returncode == 0
     _, alive = psutil.wait_procs(tree[1:], timeout=30)
     assert alive == []
     with pytest.raises(urllib.error.URLError, match="Connection refused"):
