@@ -282,9 +282,17 @@ def _detection(row: dict[str, Any]) -> fo.Detection:
 
 
 def _pixel_box(detection: fo.Detection, width: int, height: int) -> tuple[int, int, int, int]:
-    x, y, _, _ = detection.bounding_box
-    h, w = detection.mask.shape
-    return round(x * width), round(y * height), w, h
+    """``(x, y, w, h)`` in frame pixels; the size is the mask's, so crops match it exactly."""
+    x, y, w, h = detection.bounding_box
+    if detection.mask is not None:
+        mask_h, mask_w = detection.mask.shape
+        return round(x * width), round(y * height), mask_w, mask_h
+    return round(x * width), round(y * height), round(w * width), round(h * height)
+
+
+def _box_mask(detection: fo.Detection, w: int, h: int) -> np.ndarray:
+    # A detection without a mask (e.g. added by hand) covers its whole box.
+    return detection.mask if detection.mask is not None else np.ones((h, w), dtype=bool)
 
 
 def mask_iou(a: fo.Detection, b: fo.Detection, width: int, height: int) -> float:
@@ -295,8 +303,8 @@ def mask_iou(a: fo.Detection, b: fo.Detection, width: int, height: int) -> float
     x1, y1 = max(ax + aw, bx + bw), max(ay + ah, by + bh)
     canvas_a = np.zeros((y1 - y0, x1 - x0), dtype=bool)
     canvas_b = np.zeros_like(canvas_a)
-    canvas_a[ay - y0 : ay - y0 + ah, ax - x0 : ax - x0 + aw] = a.mask
-    canvas_b[by - y0 : by - y0 + bh, bx - x0 : bx - x0 + bw] = b.mask
+    canvas_a[ay - y0 : ay - y0 + ah, ax - x0 : ax - x0 + aw] = _box_mask(a, aw, ah)
+    canvas_b[by - y0 : by - y0 + bh, bx - x0 : bx - x0 + bw] = _box_mask(b, bw, bh)
     union = np.logical_or(canvas_a, canvas_b).sum()
     return float(np.logical_and(canvas_a, canvas_b).sum() / union) if union else 0.0
 
@@ -468,6 +476,8 @@ def _save_views(dataset: fo.Dataset, top_k: int, refresh_patches: bool) -> None:
     from bson import ObjectId
     from fiftyone import ViewField as F
 
+    if ANOMALIES not in dataset.get_field_schema():
+        return  # nothing was ever added: runs without candidates
     ids, scores = dataset.values(
         [f"{ANOMALIES}.detections.id", f"{ANOMALIES}.detections.confidence"], unwind=True
     )
@@ -564,7 +574,8 @@ def write_pool(
             x, y, w, h = _pixel_box(detection, width, height)
             name = f"{detection.id}.png"
             cv2.imwrite(str(out / "images" / name), image[y : y + h, x : x + w])
-            cv2.imwrite(str(out / "masks" / name), detection.mask.astype(np.uint8) * 255)
+            mask = _box_mask(detection, w, h).astype(np.uint8) * 255
+            cv2.imwrite(str(out / "masks" / name), mask)
             objects.append(
                 {
                     "image": f"images/{name}",

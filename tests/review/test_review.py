@@ -20,6 +20,7 @@ from pipelines.review import (
     build_dataset,
     export_tagged,
     heatmap_scores,
+    mask_iou,
     read_run,
     tagged_view,
     write_pool,
@@ -460,3 +461,26 @@ def test_map_paths_relative_to_the_mining_working_dir_are_found_in_the_run(
 
     paths = fo.load_dataset(dataset_name).values("anomaly_map.map_path")
     assert sorted(paths) == sorted(str(p) for p in (moved / "maps").glob("*_fused.png"))
+
+
+def test_a_run_without_candidates_builds_an_empty_dataset(
+    runs_root: Path, dataset_name: str
+) -> None:
+    import fiftyone as fo
+
+    run = write_run(runs_root, "run-empty", [FrameSpec("drive_a", 0), FrameSpec("drive_b", 1)])
+    assert build_dataset(run.path, dataset_name) == BuildSummary(0, 0, 0)
+    dataset = fo.load_dataset(dataset_name)
+    assert len(dataset) == 0
+    assert dataset.list_saved_views() == []
+    assert dataset.info["run_id"] == "run-empty"
+
+
+def test_mask_iou_of_detections_at_different_boxes() -> None:
+    import fiftyone as fo
+
+    # 4x4 frame; a: 2x2 square at (0, 0); b: the 2x3 box at (1, 0) without a mask
+    a = fo.Detection(bounding_box=[0, 0, 0.5, 0.5], mask=np.ones((2, 2), dtype=bool))
+    b = fo.Detection(bounding_box=[0.25, 0, 0.5, 0.75])
+    assert mask_iou(a, b, 4, 4) == pytest.approx(2 / 8)  # overlap 2 px, union 4 + 6 - 2
+    assert mask_iou(a, a, 4, 4) == 1.0
