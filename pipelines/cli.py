@@ -46,13 +46,32 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
+class _DropImportNoise(logging.Filter):
+    """Drops apache-beam's import-time warning about the optional BigQuery client libraries.
+
+    It is printed on every import of Beam without the ``gcp`` extra, says nothing about the
+    run, and (logged before any handler exists) used to install Python's default handler.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("apitools not found")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropImportNoise())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Before any subcommand module (and Beam) is imported, so their import-time logs use it.
+    _configure_logging("INFO")
     parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.getLogger().setLevel(args.log_level)
     module = importlib.import_module(COMMANDS[args.command][0])
     # Only `mine` and `evaluate` accept extra (Beam pipeline) options.
     if extra and not getattr(module, "ACCEPTS_BEAM_OPTIONS", False):
