@@ -91,8 +91,10 @@ class MethodConfig(StrictModel):
     nms_iou_threshold: float = Field(0.7, ge=0.0, le=1.0)
     ignore_max_pixels: int = Field(100, ge=1)
     fusion_empty_value: float = -1.0
-    # Mining only: skip SAM on frames with no pixel above candidate_threshold (no fallback).
-    frame_gating: bool = False
+    # Skip SAM (and the fallback threshold) on frames with no pixel above candidate_threshold.
+    # None = the command's default: on for `ugains mine`, off for `ugains evaluate` (the
+    # paper runs SAM on every frame). The step itself treats None as off.
+    frame_gating: bool | None = None
 
 
 class ModelsConfig(StrictModel):
