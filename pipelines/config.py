@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from apache_beam.io.filesystems import FileSystems
 from pydantic import Field, ValidationError, model_validator
 
 from models.config import ModelsConfig, StrictModel
@@ -131,8 +132,9 @@ class MiningConfig(StrictModel):
     def fingerprint(self) -> str:
         """Hash of everything that changes results (models + method), not of paths of outputs.
 
-        Checkpoint files are identified by path, size and modification time, so replacing the
-        weights behind a path also changes the fingerprint.
+        Checkpoint files are identified by path, size and modification time (every file of a
+        checkpoint directory; ``gs://``/``s3://`` objects by FileSystems metadata), so replacing
+        the weights behind a path also changes the fingerprint.
         """
         payload: dict[str, Any] = self.models.model_dump(mode="json")
         payload["crop"] = [self.output.crop_margin, self.output.min_crop_margin]
@@ -150,7 +152,29 @@ class MiningConfig(StrictModel):
 
 
 def _file_identity(path: str) -> list[Any]:
+    """Path, size and mtime of a checkpoint file, or of every file below a checkpoint folder.
+
+    A Hugging Face checkpoint is a folder whose own mtime does not change when a weight file
+    inside is overwritten, so each file counts.
+    """
+    if FileSystems.get_scheme(path) not in (None, "file"):
+        try:
+            found = FileSystems.match([path, path.rstrip("/") + "/**"])
+        except Exception:  # no filesystem for the scheme here: identify by the URI alone
+            return [path]
+        metas = sorted(
+            (m.path, m.size_in_bytes, m.last_updated_in_seconds)
+            for result in found
+            for m in result.metadata_list
+        )
+        return [path, *(list(m) for m in metas)]
     p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file())
+        return [
+            str(p.resolve()),
+            *([str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns] for f in files),
+        ]
     if p.exists():
         stat = p.stat()
         return [str(p.resolve()), stat.st_size, stat.st_mtime_ns]
@@ -192,18 +216,39 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Mi
     except yaml.YAMLError as error:
         raise ConfigError(f"mining config {path} is not valid YAML: {error}") from None
     data = data or {}
+    if not isinstance(data, dict):
+        return parse_config(data, str(path))
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
     return parse_config(data, str(path))
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``value`` at a dotted path; integer parts index lists (``sources.0.path``)."""
+    """Set ``value`` at a dotted path; integer parts index lists (``sources.0.path``).
+
+    Raises:
+        ConfigError: the path runs through a value that is not a section or a list, or a list
+            index is not an integer in range.
+    """
     node: Any = data
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
-    if isinstance(node, list):
-        node[int(leaf)] = value
-    else:
-        node[leaf] = value
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[:depth]) or "<top level>"
+        if isinstance(node, list):
+            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+                raise ConfigError(
+                    f"--set {dotted}: {where} is a list of {len(node)} items; "
+                    f"{part!r} is not an index in it"
+                )
+            key: Any = int(part)
+        elif isinstance(node, dict):
+            key = part
+            if not last and node.get(key) is None:
+                node[key] = {}  # a missing or empty (null) section
+        else:
+            raise ConfigError(f"--set {dotted}: {where} is {node!r}, not a section")
+        if last:
+            node[key] = value
+        else:
+            node = node[key]
