@@ -10,11 +10,12 @@ and decodes all point prompts of a frame in ONE mask-decoder call, keeping per p
 of SAM's three masks by predicted IoU. Its results match ``SamPredictor`` run one point at a
 time (``tests/models/test_sam.py``).
 
-The fast path (default on CUDA) runs the models under bf16 autocast and replaces the image
-encoder's attention by :func:`torch.nn.functional.scaled_dot_product_attention`, with SAM's
-decomposed relative-position bias passed as ``attn_mask``. It swaps the class of the
-``Attention`` modules only (:func:`use_sdpa_attention`), so parameter names, checkpoints and
-``state_dict`` are unchanged.
+The fast path (default on CUDA) runs the image encoder and the mask decoder under bf16
+autocast (the prompt encoder stays float32) and replaces the image encoder's attention by
+:func:`torch.nn.functional.scaled_dot_product_attention`, with SAM's decomposed
+relative-position bias passed as ``attn_mask``. It swaps the class of the ``Attention``
+modules only (:func:`use_sdpa_attention`), so parameter names, checkpoints and ``state_dict``
+are unchanged.
 """
 
 from __future__ import annotations
@@ -299,10 +300,11 @@ class SamPrompter:
 
     Args:
         sam: the model (any device; the prompter follows it when it is moved).
-        fast_path: SDPA attention in the image encoder, plus bf16 autocast of encoder and
-            decoder on CUDA. ``None`` = on iff the model is on CUDA. On the CPU the fast path
-            is SDPA in fp32 only. The prompter sets the attention implementation of ``sam``'s
-            encoder accordingly (in place, parameters untouched).
+        fast_path: SDPA attention in the image encoder, plus bf16 autocast of the image
+            encoder and the mask decoder on CUDA (the prompt encoder stays float32). ``None`` =
+            on iff the model is on CUDA. On the CPU the fast path is SDPA in fp32 only. The
+            prompter sets the attention implementation of ``sam``'s encoder accordingly (in
+            place, parameters untouched).
         compile: ``torch.compile`` the image encoder (CUDA only; ignored with a warning on the
             CPU). The first call of each new batch size compiles, which takes minutes for ViT-H
             (DESIGN.md: first compiled calls of 107-182 s on an H100); keep batches a fixed
@@ -418,12 +420,17 @@ class SamPrompter:
         scale = torch.tensor([w / width, h / height], dtype=torch.float64, device=device)
         coords = (points.to(device, torch.float64) * scale).float()[:, None, :]  # [N, 1, 2]
         labels = torch.ones((count, 1), dtype=torch.int64, device=device)
-        embedding = embedding.to(device)
+        embedding = embedding.to(device, torch.float32)
+        # The prompt encoder runs in float32 even on the fast path: its random Fourier features
+        # (`coords @ gaussian_matrix`, then sin/cos of 2*pi*that) would be computed in bf16
+        # under autocast, quantising the prompt to ~2 px of the 1024 input and the phases to
+        # ~0.06 rad. It is a few small ops; only the decoder's transformer gains from bf16.
+        sparse, dense = self.sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        image_pe = self.sam.prompt_encoder.get_dense_pe()
         with self._autocast():
-            sparse, dense = self.sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
             low_res, iou = self.sam.mask_decoder(
-                image_embeddings=embedding[None].to(dense.dtype),
-                image_pe=self.sam.prompt_encoder.get_dense_pe(),
+                image_embeddings=embedding[None],
+                image_pe=image_pe,
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=True,

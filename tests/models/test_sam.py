@@ -444,6 +444,36 @@ def test_fast_path_choice_on_cpu() -> None:
         assert SamPrompter(sam, compile=True).compiled is False
 
 
+def test_fast_path_autocast_leaves_the_prompt_encoder_in_float32(
+    tiny_sam, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the mask decoder runs under the fast path's bf16 autocast (the CPU's autocast
+    stands in for CUDA's here): it receives the float32 point embeddings and dense positional
+    encoding, bit for bit, not bf16 Fourier features of the prompt coordinates."""
+    prompter = SamPrompter(tiny_sam)
+    monkeypatch.setattr(prompter, "_autocast", lambda: torch.autocast("cpu", torch.bfloat16))
+    size = (256, 512)
+    points = _points(*size, 4, seed=7)
+    embedding = torch.randn((256, 64, 64), generator=torch.Generator().manual_seed(7))
+    received: dict[str, torch.Tensor] = {}
+    hook = tiny_sam.mask_decoder.register_forward_pre_hook(
+        lambda module, args, kwargs: received.update(kwargs), with_kwargs=True
+    )
+    try:
+        masks, iou = prompter.segment(embedding, points, size)
+    finally:
+        hook.remove()
+    coords = (points.double() * 2).float()[:, None, :]  # 512 -> 1024
+    labels = torch.ones((4, 1), dtype=torch.int64)
+    with torch.no_grad():
+        sparse, dense = tiny_sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        image_pe = tiny_sam.prompt_encoder.get_dense_pe()
+    assert torch.equal(received["sparse_prompt_embeddings"], sparse)
+    assert torch.equal(received["dense_prompt_embeddings"], dense)
+    assert torch.equal(received["image_pe"], image_pe)
+    assert (masks.dtype, iou.dtype) == (torch.bool, torch.float32)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bf16_fast_path_matches_fp32_reference() -> None:
