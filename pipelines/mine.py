@@ -26,6 +26,7 @@ or an Airflow task::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -55,6 +56,7 @@ __all__ = [
     "ACCEPTS_BEAM_OPTIONS",
     "MiningResult",
     "ModelLoadError",
+    "RunExistsError",
     "UnsupportedRunnerError",
     "build_pipeline",
     "configure_parser",
@@ -81,6 +83,10 @@ _REFUSED_RUNNERS = {
 
 class UnsupportedRunnerError(ValueError):
     """A Beam runner this pipeline refuses to run on."""
+
+
+class RunExistsError(ValueError):
+    """The run directory asked for exists already."""
 
 
 class ModelLoadError(RuntimeError):
@@ -213,6 +219,38 @@ def build_pipeline(
     _ = errors | "WriteErrors" >> WriteTable("errors", ctx.run_dir, compression)
 
 
+def _claim(run_dir: str) -> bool:
+    """Create a local run directory (atomically: False if it exists); remote: True if free."""
+    if FileSystems.get_scheme(run_dir) in (None, "file"):
+        try:
+            os.makedirs(run_dir)
+        except FileExistsError:
+            return False
+        return True
+    return not FileSystems.match([FileSystems.join(run_dir, "*")])[0].metadata_list
+
+
+def _new_run_dir(root: str, run_id: str | None, fingerprint: str) -> tuple[str, str]:
+    """A run id whose directory does not exist yet, and that directory.
+
+    Two runs must never write into one directory (their part files would mix): a given
+    ``run_id`` that is taken is refused; a generated one taken within the same second gets a
+    ``-2``, ``-3`` ... suffix.
+    """
+    if run_id is not None:
+        run_dir = FileSystems.join(root, "runs", run_id)
+        if not _claim(run_dir):
+            raise RunExistsError(f"run directory {run_dir} already exists; choose another --run-id")
+        return run_id, run_dir
+    base = make_run_id(fingerprint)
+    for attempt in itertools.count(1):
+        run_id = base if attempt == 1 else f"{base}-{attempt}"
+        run_dir = FileSystems.join(root, "runs", run_id)
+        if _claim(run_dir):
+            return run_id, run_dir
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _counters(result: Any) -> dict[str, int]:
     try:
         counters = result.metrics().query(beam.metrics.MetricsFilter())["counters"]
@@ -256,11 +294,10 @@ def mine(
     if check_models:
         _check_models(config)
 
-    run_id = run_id or make_run_id(fingerprint)
     root = config.output.root
     if FileSystems.get_scheme(root) in (None, "file"):
         root = os.path.abspath(root)  # map URIs in the tables must not depend on the cwd
-    run_dir = FileSystems.join(root, "runs", run_id)
+    run_id, run_dir = _new_run_dir(root, run_id, fingerprint)
     ctx = RunContext(
         run_id=run_id,
         run_dir=run_dir,
@@ -405,7 +442,13 @@ def run(args: argparse.Namespace) -> int:
             ignore_ledger=args.ignore_ledger,
             check_models=not args.skip_model_check,
         )
-    except (ConfigError, UnsupportedRunnerError, SourceError, ModelLoadError) as error:
+    except (
+        ConfigError,
+        UnsupportedRunnerError,
+        SourceError,
+        ModelLoadError,
+        RunExistsError,
+    ) as error:
         print(f"ugains mine: {error}", file=sys.stderr)
         return 2
     if result.run_dir is None:

@@ -26,7 +26,9 @@ from pipelines.demo import MASK2FORMER_DIR, SAM_FILE, write_checkpoints
 from pipelines.inference import RunUGainS, UGainSModelHandler
 from pipelines.mine import (
     ModelLoadError,
+    RunExistsError,
     UnsupportedRunnerError,
+    _new_run_dir,
     make_run_id,
     mine,
     pipeline_options,
@@ -286,6 +288,20 @@ def test_run_id_is_utc_time_and_fingerprint() -> None:
 
     when = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
     assert make_run_id("0123456789ab", when) == "20260304T050607Z-0123456789ab"
+
+
+def test_a_run_never_writes_into_an_existing_run_directory(
+    checkpoints: Path, drive_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_config(checkpoints, drive_log, tmp_path)
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    with pytest.raises(RunExistsError, match=r"runs/taken already exists"):
+        mine(config, beam_args=IN_MEMORY, run_id="taken", check_models=False)
+    # Generated ids that collide (two runs in one second) get a suffix instead.
+    monkeypatch.setattr("pipelines.mine.make_run_id", lambda fingerprint: f"T-{fingerprint}")
+    ids = [_new_run_dir(str(tmp_path), None, "fp")[0] for _ in range(3)]
+    assert ids == ["T-fp", "T-fp-2", "T-fp-3"]
+    assert all((tmp_path / "runs" / run_id).is_dir() for run_id in ids)
 
 
 def test_the_command_refuses_the_dask_runner_with_a_clear_message(
