@@ -13,8 +13,10 @@ position among the log's images sorted by path (manifests: sorted by timestamp, 
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import logging
+import math
 import os
 import posixpath
 import re
@@ -162,21 +164,21 @@ def plan_sources(
     """List every frame of ``sources``, leaving out URIs in ``skip_uris`` (the ledger).
 
     Raises:
-        SourceError: a source matches nothing, or two frames would get the same key; the
-            message names the source by its position in the config (``sources.1``).
+        SourceError: a source matches nothing or cannot be listed (no filesystem for its
+            scheme, no access), or two frames would get the same key; the message names the
+            source by its position in the config (``sources.1``). Unreadable videos and bad
+            manifest rows are not errors here: they are :class:`FrameFailure` s of the plan.
     """
     plan = Plan()
     keys: dict[str, str] = {}
     for position, source in enumerate(sources):
         where = f"sources.{position} ({source.path})"
-        if isinstance(source, ImageSource):
-            refs, failures = _image_refs(source, where), []
-        elif isinstance(source, VideoSource):
-            refs, failures = _video_refs(source, where)
-        elif isinstance(source, ManifestSource):
-            refs, failures = _manifest_refs(source, where), []
-        else:  # pragma: no cover - the config schema admits no other kind
-            raise SourceError(f"{where}: unsupported source kind {source.kind!r}")
+        try:
+            refs, failures = _plan_source(source, where)
+        except SourceError:
+            raise
+        except (OSError, ValueError) as error:  # no filesystem for the scheme, no access...
+            raise SourceError(f"{where}: cannot be listed: {error}") from error
         for ref in [*refs, *(failure.ref for failure in failures)]:
             if ref.key in keys:
                 raise SourceError(
@@ -185,10 +187,21 @@ def plan_sources(
                 )
             keys[ref.key] = ref.uri
         fresh = [ref for ref in refs if ref.uri not in skip_uris]
-        plan.skipped += len(refs) - len(fresh)
+        fresh_failures = [f for f in failures if f.ref.uri not in skip_uris]
+        plan.skipped += len(refs) - len(fresh) + len(failures) - len(fresh_failures)
         plan.units.extend(_units(fresh, video_run_length))
-        plan.failures.extend(f for f in failures if f.ref.uri not in skip_uris)
+        plan.failures.extend(fresh_failures)
     return plan
+
+
+def _plan_source(source: Source, where: str) -> tuple[list[FrameRef], list[FrameFailure]]:
+    if isinstance(source, ImageSource):
+        return _image_refs(source, where), []
+    if isinstance(source, VideoSource):
+        return _video_refs(source, where)
+    if isinstance(source, ManifestSource):
+        return _manifest_refs(source, where)
+    raise SourceError(f"{where}: unsupported source kind {source.kind!r}")  # pragma: no cover
 
 
 def _units(refs: list[FrameRef], run_length: int) -> Iterator[ReadUnit]:
@@ -318,20 +331,37 @@ def video_frame_count(uri: str) -> tuple[int, float]:
     return count, fps
 
 
-def _manifest_refs(source: ManifestSource, where: str) -> list[FrameRef]:
+def _manifest_refs(source: ManifestSource, where: str) -> tuple[list[FrameRef], list[FrameFailure]]:
+    """Refs of a manifest's rows; a row that names no frame or has a bad timestamp fails.
+
+    A bad row is one frame of the run that ends in ``errors`` (stage "read"), not a reason to
+    stop the run. It takes the next index of its log after the good rows; a row without
+    ``log_id`` goes to the log named after the manifest's file, a row without ``frame_uri`` is
+    named ``<manifest>#row=<line>``.
+    """
     rows = _read_manifest(source.path, where)
     folder = posixpath.dirname(source.path)
-    by_log: dict[str, list[tuple[float | None, str]]] = defaultdict(list)
+    good: dict[str, list[tuple[float | None, str]]] = defaultdict(list)
+    bad: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for line, row in enumerate(rows, start=2):
-        log_id, uri = row.get("log_id"), row.get("frame_uri")
-        if not log_id or not uri:
-            raise SourceError(f"{where}: row {line} needs both log_id and frame_uri")
-        uri = str(uri)
+        log_id = str(row.get("log_id") or "") or _stem(source.path)
+        uri = str(row.get("frame_uri") or "")
+        if not uri:
+            bad[log_id].append((f"{source.path}#row={line}", f"row {line} has no frame_uri"))
+            continue
         if _is_local(uri) and not os.path.isabs(uri) and _is_local(source.path):
             uri = os.path.abspath(os.path.join(folder, uri))  # relative to the manifest
-        by_log[str(log_id)].append((_timestamp(row.get("timestamp"), where, line), uri))
-    refs = []
-    for log_id, entries in sorted(by_log.items()):
+        if not row.get("log_id"):
+            bad[log_id].append((uri, f"row {line} has no log_id"))
+            continue
+        try:
+            good[log_id].append((_timestamp(row.get("timestamp")), uri))
+        except ValueError:  # not a number
+            reason = f"row {line} has a timestamp that is not a number: {row['timestamp']!r}"
+            bad[log_id].append((uri, reason))
+    refs, failures = [], []
+    for log_id in sorted({*good, *bad}):
+        entries = good.get(log_id, [])
         # Missing timestamps sort last, then by URI, so the order does not depend on row order.
         entries.sort(key=lambda e: (e[0] is None, e[0] or 0.0, e[1]))
         for index, (timestamp, uri) in enumerate(entries):
@@ -347,18 +377,24 @@ def _manifest_refs(source: ManifestSource, where: str) -> list[FrameRef]:
                     video_frame=video[1] if video else None,
                 )
             )
-    return refs
+        for index, (uri, reason) in enumerate(bad.get(log_id, []), start=len(entries)):
+            ref = FrameRef(frame_key(log_id, index), uri, log_id, index)
+            _LOG.warning("%s: %s", where, reason)
+            failures.append(FrameFailure(ref, "read", SourceError.__name__, f"{where}: {reason}"))
+    return refs, failures
 
 
-def _timestamp(value: object, where: str, line: int) -> float | None:
+def _timestamp(value: object) -> float | None:
+    """Seconds; None when absent. Raises ValueError for a value that is not a number."""
     if value is None or value == "":
         return None
+    if isinstance(value, datetime.datetime):  # a Parquet timestamp column
+        return value.timestamp()
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise SourceError(
-            f"{where}: row {line} has a timestamp that is not a number: {value!r}"
-        ) from None
+        seconds = float(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError(value) from None
+    return None if math.isnan(seconds) else seconds
 
 
 def _read_manifest(path: str, where: str) -> list[dict[str, object]]:

@@ -97,6 +97,11 @@ def test_unreadable_video_is_one_read_failure_and_planning_goes_on(tmp_path: Pat
     assert "cannot be opened" in failure.reason
     assert [r.key for r in refs_of(plan.units)] == ["imgs/000000"]
     assert plan.num_frames == 2
+    # Once the ledger has the failure, a rerun skips the video and counts it as skipped.
+    again = plan_sources(
+        [VideoSource(path=str(tmp_path / "broken.avi"))], skip_uris={str(tmp_path / "broken.avi")}
+    )
+    assert (again.num_frames, again.skipped) == (0, 1)
 
 
 def test_log_id_shared_by_several_videos_is_refused(tmp_path: Path) -> None:
@@ -168,6 +173,55 @@ def test_manifest_without_required_columns_is_refused(tmp_path: Path) -> None:
     path.write_text("log,uri\nx,y\n")
     with pytest.raises(SourceError, match=r"lacks column\(s\) \['frame_uri', 'log_id'\]"):
         plan_sources([ManifestSource(path=str(path))])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_bad_manifest_rows_are_failures_and_the_good_rows_are_planned(
+    tmp_path: Path, fmt: str
+) -> None:
+    rows = {
+        "log_id": ["l1", "l1", None, "l1", "l1"],
+        "frame_uri": ["b.png", "a.png", "c.png", None, "d.png"],
+        "timestamp": ["2", "x", "1", "3", "1"],
+    }
+    path = tmp_path / f"m.{fmt}"
+    if fmt == "csv":
+        lines = ["log_id,frame_uri,timestamp"]
+        lines += [",".join(v or "" for v in row) for row in zip(*rows.values(), strict=True)]
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        pq.write_table(pa.table(rows), path)
+
+    plan = plan_sources([ManifestSource(path=str(path))], skip_uris={f"{tmp_path}/d.png"})
+    again = plan_sources([ManifestSource(path=str(path))], skip_uris={f"{tmp_path}/a.png"})
+    assert (again.skipped, len(again.failures)) == (1, 2)  # failed rows in the ledger count
+
+    assert [(r.key, r.uri) for r in refs_of(plan.units)] == [("l1/000001", f"{tmp_path}/b.png")]
+    assert plan.skipped == 1
+    failed = {(f.ref.key, f.ref.uri, f.stage): f.reason for f in plan.failures}
+    where = f"sources.0 ({path})"
+    assert failed == {
+        ("l1/000002", f"{tmp_path}/a.png", "read"): (
+            f"{where}: row 3 has a timestamp that is not a number: 'x'"
+        ),
+        ("l1/000003", f"{path}#row=5", "read"): f"{where}: row 5 has no frame_uri",
+        ("m/000000", f"{tmp_path}/c.png", "read"): f"{where}: row 4 has no log_id",
+    }
+    assert plan.num_frames == 4  # + the one the ledger has: every row is one frame
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        ImageSource(path="gs://bucket/logs/*.png"),
+        VideoSource(path="hdfs://cluster/clip.mp4"),
+        ManifestSource(path="s3://bucket/manifest.csv"),
+    ],
+)
+def test_a_source_that_cannot_be_listed_is_a_source_error(source) -> None:
+    # Beam extras for these schemes are not installed here: the filesystem refuses them.
+    with pytest.raises(SourceError, match=r"sources\.0 \(.*\): cannot be listed: "):
+        plan_sources([source])
 
 
 def test_frame_key_and_video_uri_helpers() -> None:
