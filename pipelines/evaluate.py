@@ -92,8 +92,12 @@ class Variant:
     points: int | None = None  # None where the sampler has no point budget
 
     def method(self, base: MethodConfig) -> MethodConfig:
-        """``base`` with this variant's mode / sampler / number of points."""
-        update: dict[str, Any] = {"mode": self.mode.replace("-", "_")}
+        """``base`` with this variant's mode / sampler / number of points, frame gating off.
+
+        The paper runs SAM on every frame: a mining config's ``frame_gating: true`` would
+        leave frames without instances (fused score ``U - 1``) and change every metric.
+        """
+        update: dict[str, Any] = {"mode": self.mode.replace("-", "_"), "frame_gating": False}
         if self.sampler != "-":
             update["sampler"] = self.sampler
         if self.points is not None:
@@ -634,6 +638,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     method = config.models.method
+    if method.frame_gating:
+        _LOG.warning("frame_gating is off for evaluation: SAM runs on every frame, as in the paper")
     variants = expand_variants(
         args.mode or [method.mode.replace("_", "-")],
         args.sampler or [method.sampler],

@@ -43,6 +43,13 @@ def test_expand_variants_builds_table_rows():
     assert Variant("dense-grid").method(MethodConfig()).mode == "dense_grid"
 
 
+def test_variants_run_sam_on_every_frame_whatever_the_configs_frame_gating():
+    # A mining config may turn frame gating on; evaluation follows the paper (no gating).
+    for variant in (Variant("ugains", "fps", 50), Variant("dense-grid"), Variant("rba")):
+        assert variant.method(MethodConfig(frame_gating=True)).frame_gating is False
+        assert variant.method(MethodConfig()).frame_gating is False
+
+
 def random_frames(seed: int, n: int = 4, shape=(20, 30)) -> list[FrameEvaluation]:
     rng = np.random.default_rng(seed)
     frames = []
@@ -264,14 +271,19 @@ def test_evaluate_command_reports_what_the_ugains_step_computes(tmp_path, capsys
         assert row["point_recall"] == pytest.approx(100 * point["recall"], abs=1e-9)
 
 
-def test_evaluate_command_errors_name_the_problem(tmp_path, caplog):
+def test_evaluate_command_errors_name_the_problem(tmp_path, caplog, capsys):
+    # The CLI logs to stderr through its own handler; pytest's handler may or may not survive
+    # the CLI's logging setup, so look at both.
+    def logged() -> str:
+        return caplog.text + capsys.readouterr().err
+
     config = tmp_path / "my_run.yaml"
     config.write_text(yaml.safe_dump({"models": MODELS}))
     assert main(["evaluate", "--config", str(config), "--data", str(tmp_path)]) == 2
-    assert "pass --dataset" in caplog.text
+    assert "pass --dataset" in logged()
     argv = ["evaluate", "--config", str(config), "--data", str(tmp_path / "missing")]
     assert main([*argv, "--dataset", "road_anomaly"]) == 2
-    assert "does not exist; expected the layout <root>/frame_list.json" in caplog.text
+    assert "does not exist; expected the layout <root>/frame_list.json" in logged()
 
 
 def test_frames_of_another_size_run_at_the_model_size_and_are_scored_at_label_size():
