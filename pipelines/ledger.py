@@ -12,6 +12,7 @@ previous ledger intact and its frames are mined again next time.
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
 
@@ -90,6 +91,10 @@ class Ledger:
         tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
         with FileSystems.create(tmp) as handle:
             pq.write_table(table, handle, compression="zstd")
+        if FileSystems.get_scheme(self.path) in (None, "file"):
+            os.replace(tmp, self.path)  # atomic: there is always a complete ledger
+            return
+        # Object stores rename by copy-then-delete; some refuse to overwrite.
         if FileSystems.exists(self.path):
             FileSystems.delete([self.path])
         FileSystems.rename([tmp], [self.path])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from pipelines.ledger import Ledger, ledger_path
 from pipelines.schema import ERRORS_SCHEMA, FRAMES_SCHEMA
@@ -81,3 +82,24 @@ def test_a_later_run_updates_entries_it_mined_again(tmp_path: Path) -> None:
     ledger.save()
     assert Ledger.load(str(tmp_path), "fp").entries == {"x.png": ("log/000000", "ok", "r2")}
     assert ledger_path(str(tmp_path), "fp") == str(tmp_path / "ledger" / "fp.parquet")
+
+
+def test_a_save_interrupted_before_the_rename_leaves_the_previous_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_run(tmp_path / "runs" / "r1", ok=["a.png"], failed=[])
+    write_run(tmp_path / "runs" / "r2", ok=["b.png"], failed=[])
+    ledger = Ledger.load(str(tmp_path), "fp")
+    ledger.record_run(str(tmp_path / "runs" / "r1"), "r1")
+    ledger.save()
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", crash)
+    monkeypatch.setattr("apache_beam.io.filesystems.FileSystems.rename", crash)
+    ledger.record_run(str(tmp_path / "runs" / "r2"), "r2")
+    with pytest.raises(KeyboardInterrupt):
+        ledger.save()
+
+    assert Ledger.load(str(tmp_path), "fp").entries == {"a.png": ("log/000000", "ok", "r1")}
