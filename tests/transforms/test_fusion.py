@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
+from transforms import fusion
 from transforms.fusion import fuse_scores, mask_scores
 
 
@@ -91,6 +94,37 @@ def test_fuse_scores_without_masks(device) -> None:
     fused = fuse_scores(score, empty, torch.zeros(0, device=device))
     assert fused.dtype == torch.float32
     assert fused.tolist() == [[-1.25, -1.0]]
+
+
+class LargestFloatTensor(TorchDispatchMode):
+    """Records the element count of the largest floating-point tensor any op returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numel = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for leaf in tree_leaves(out):
+            if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
+                self.numel = max(self.numel, leaf.numel())
+        return out
+
+
+def test_many_masks_are_processed_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float copy of the masks stays under the block budget (a dense 32x32 grid at
+    1024x2048 would otherwise be one 8 GiB float32 temporary); results are unchanged."""
+    budget = 4 * 16 * 16
+    monkeypatch.setattr(fusion, "_MAX_BLOCK_ELEMENTS", budget)
+    score, masks = random_case(21, 16, 16, seed=9)
+    with LargestFloatTensor() as largest:
+        scores = mask_scores(score, masks)
+        fused = fuse_scores(score, masks, scores)
+    assert largest.numel <= budget
+    expected = torch.tensor(reference_mask_scores(score, masks), dtype=torch.float64)
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-5, atol=1e-6)
+    expected_fused = torch.tensor(reference_fusion(score, masks, scores), dtype=torch.float64)
+    torch.testing.assert_close(fused.double(), expected_fused, rtol=1e-5, atol=1e-5)
 
 
 def test_half_precision_inputs(device) -> None:
