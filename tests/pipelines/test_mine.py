@@ -76,13 +76,21 @@ def drive_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     writer.release()
     payload = video.read_bytes()
     (root / "truncated.avi").write_bytes(payload[: len(payload) // 2])
+    (root / "zero.avi").write_bytes(b"")
+    # A manifest whose rows are all bad: a timestamp that is no number, a row without a URI.
+    (root / "bad_rows.csv").write_text(
+        f"log_id,frame_uri,timestamp\nm,{root / 'later.png'},soon\nm,,1\n"
+    )
     return root
 
 
 # Frame keys: the log's images sorted by name, and the truncated video's frames (its header
 # still says 3 frames; the third is cut off).
 GOOD = [*(f"cam/{i:06d}" for i in range(6)), "truncated/000000", "truncated/000001"]
-BAD = ["cam/000006", "cam/000007", "cam/000008", "truncated/000002"]
+BAD = [
+    *("cam/000006", "cam/000007", "cam/000008", "truncated/000002"),
+    *("m/000000", "m/000001", "zero/000000"),  # failed while planning: stage "read"
+]
 
 
 def make_config(checkpoints: Path, log: Path, root: Path, **method: object) -> MiningConfig:
@@ -92,6 +100,8 @@ def make_config(checkpoints: Path, log: Path, root: Path, **method: object) -> M
             "sources": [
                 {"kind": "images", "path": str(log / "cam")},
                 {"kind": "video", "path": str(log / "truncated.avi")},
+                {"kind": "video", "path": str(log / "zero.avi")},
+                {"kind": "manifest", "path": str(log / "bad_rows.csv")},
             ],
             "models": {
                 "device": "cpu",
@@ -139,12 +149,15 @@ def test_mining_runs_reruns_and_restarts_on_a_changed_config(
 
     # Every input ends in exactly one of frames / errors.
     assert sorted(r["frame_key"] for r in frames) == GOOD
-    assert sorted(r["frame_key"] for r in errors) == BAD
+    assert sorted(r["frame_key"] for r in errors) == sorted(BAD)
     reasons = {stem(r["frame_uri"]): (r["stage"], r["reason"]) for r in errors}
     assert reasons["g_empty"] == ("decode", f"{drive_log}/cam/g_empty.png: file is empty (0 bytes)")
     assert "not a decodable image (corrupt or truncated file)" in reasons["h_truncated"][1]
     assert "4x4 pixels is smaller than inference.min_image_side=16" in reasons["i_tiny"][1]
     assert "frame 2 cannot be read (the video ends early" in reasons["truncated"][1]
+    assert reasons["zero"] == ("read", f"video {drive_log}/zero.avi is empty (0 bytes)")
+    read = sorted(r["reason"].split(": ", 1)[1] for r in errors if r["log_id"] == "m")
+    assert read == ["row 2 has a timestamp that is not a number: 'soon'", "row 3 has no frame_uri"]
     assert sorted(stem(r["frame_uri"]) for r in frames)[:6] == [
         "a_model_size",
         "b_double",
