@@ -6,9 +6,9 @@ initialised from a seed; ``vit_tiny`` is the same SAM with a two-block image enc
 pipeline tests and the demo run on a CPU (it has no checkpoint).
 
 :class:`SamPrompter` is the thin predictor UGainS uses: it encodes a batch of frames at once
-and decodes all point prompts of a frame in ONE mask-decoder call, keeping per prompt the best
-of SAM's three masks by predicted IoU. Its results match ``SamPredictor`` run one point at a
-time (``tests/models/test_sam.py``).
+and decodes all point prompts of a frame in ONE mask-decoder call (up to 256 prompts; a dense
+grid's 1024 go in calls of 256), keeping per prompt the best of SAM's three masks by predicted
+IoU. Its results match ``SamPredictor`` run one point at a time (``tests/models/test_sam.py``).
 
 The fast path (default on CUDA) runs the image encoder and the mask decoder under bf16
 autocast (the prompt encoder stays float32) and replaces the image encoder's attention by
@@ -70,6 +70,10 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 # upsample_masks works through the masks in chunks of at most this many float32 elements of
 # intermediate maps (256 MiB), so a 4000x3000 frame with 50 prompts does not need 5 GiB at once.
 _UPSAMPLE_BUDGET = 1 << 26
+# Prompts per mask-decoder call. The decoder's activations grow linearly with the prompts
+# (~28 MiB each in float32: 128 prompts took 3.6 GiB on the CPU), so the 1024 prompts of a
+# dense 32x32 grid go in four calls; UGainS's 50 prompts are always one call (DESIGN step 6).
+_MAX_PROMPTS_PER_CALL = 256
 
 
 @dataclass(frozen=True)
@@ -389,7 +393,8 @@ class SamPrompter:
         *,
         output: Literal["full", "low"] = "full",
     ) -> tuple[Tensor, Tensor]:
-        """Masks of ``N`` single-point prompts on one frame, decoded in one call.
+        """Masks of ``N`` single-point prompts on one frame, decoded in one call (in calls of
+        256 prompts when ``N`` is larger, to bound the decoder's memory).
 
         Args:
             embedding: ``[256, 64, 64]`` float, one frame's row of :meth:`encode`.
@@ -427,17 +432,22 @@ class SamPrompter:
         # ~0.06 rad. It is a few small ops; only the decoder's transformer gains from bf16.
         sparse, dense = self.sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
         image_pe = self.sam.prompt_encoder.get_dense_pe()
-        with self._autocast():
-            low_res, iou = self.sam.mask_decoder(
-                image_embeddings=embedding[None],
-                image_pe=image_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=True,
-            )  # [N, 3, 256, 256], [N, 3]
-        best = iou.argmax(dim=1)
-        rows = torch.arange(count, device=device)
-        low_res, iou = low_res[rows, best].float(), iou[rows, best].float()
+        low_res = torch.empty((count, *self.low_res_size), dtype=torch.float32, device=device)
+        iou = torch.empty(count, dtype=torch.float32, device=device)
+        for start in range(0, count, _MAX_PROMPTS_PER_CALL):
+            part = slice(start, start + _MAX_PROMPTS_PER_CALL)
+            with self._autocast():
+                logits, predicted = self.sam.mask_decoder(
+                    image_embeddings=embedding[None],
+                    image_pe=image_pe,
+                    sparse_prompt_embeddings=sparse[part],
+                    dense_prompt_embeddings=dense[part],
+                    multimask_output=True,
+                )  # [n, 3, 256, 256], [n, 3]
+            best = predicted.argmax(dim=1)
+            rows = torch.arange(best.shape[0], device=device)
+            low_res[part] = logits[rows, best]
+            iou[part] = predicted[rows, best]
         if output == "low":
             return low_res, iou
         return self.upsample_masks(low_res, (height, width)), iou

@@ -313,6 +313,28 @@ def test_low_resolution_output_then_upsample_equals_full(
     assert torch.equal(tiny_prompter.upsample_masks(low, size), expected)
 
 
+def test_many_prompts_are_decoded_in_calls_of_bounded_size(
+    tiny_prompter: SamPrompter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    size = (96, 160)
+    embedding = tiny_prompter.encode(_frame(*size, seed=8))[0]
+    points = _points(*size, 7, seed=8)
+    one_call = tiny_prompter.segment(embedding, points, size, output="low")
+    monkeypatch.setattr(sam_module, "_MAX_PROMPTS_PER_CALL", 3)
+    calls: list[int] = []
+    hook = tiny_prompter.sam.mask_decoder.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs["sparse_prompt_embeddings"].shape[0]),
+        with_kwargs=True,
+    )
+    try:
+        low, iou = tiny_prompter.segment(embedding, points, size, output="low")
+    finally:
+        hook.remove()
+    assert calls == [3, 3, 1]
+    torch.testing.assert_close(low, one_call[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(iou, one_call[1], rtol=1e-5, atol=1e-5)
+
+
 def test_no_prompts_give_empty_results(tiny_prompter: SamPrompter) -> None:
     embedding = torch.zeros(256, 64, 64)
     masks, iou = tiny_prompter.segment(embedding, torch.zeros((0, 2), dtype=torch.long), (30, 40))
