@@ -282,11 +282,10 @@ def mine(
     options = pipeline_options(config, beam_args)
     config = expand_demo_sources(config)
     fingerprint = config.fingerprint()
-    ledger = Ledger.load(config.output.root, fingerprint)
     seen = (
         frozenset()
         if ignore_ledger or not config.output.incremental
-        else ledger.seen(retry_errors=retry_errors)
+        else Ledger.load(config.output.root, fingerprint).seen(retry_errors=retry_errors)
     )
     plan = plan_sources(config.sources, skip_uris=seen)
     if plan.num_frames == 0:
@@ -336,6 +335,8 @@ def mine(
     )
     _write_run_json(config, ctx, mining)
     if config.output.incremental:
+        # Read now, not at the start: an overlapping run (cron) may have saved it meanwhile.
+        ledger = Ledger.load(config.output.root, fingerprint)
         ledger.record_run(run_dir, run_id)
         ledger.save()
     return mining

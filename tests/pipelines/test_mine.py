@@ -24,11 +24,13 @@ from pipelines.config import MiningConfig, parse_config
 from pipelines.decode import DecodedFrame
 from pipelines.demo import MASK2FORMER_DIR, SAM_FILE, write_checkpoints
 from pipelines.inference import RunUGainS, UGainSModelHandler
+from pipelines.ledger import Ledger
 from pipelines.mine import (
     ModelLoadError,
     RunExistsError,
     UnsupportedRunnerError,
     _new_run_dir,
+    build_pipeline,
     make_run_id,
     mine,
     pipeline_options,
@@ -129,11 +131,23 @@ def stem(uri: str) -> str:
 
 
 def test_mining_runs_reruns_and_restarts_on_a_changed_config(
-    checkpoints: Path, drive_log: Path, tmp_path: Path
+    checkpoints: Path, drive_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = make_config(checkpoints, drive_log, tmp_path)
 
+    def overlapping_run_finishes(pipeline, config, plan, ctx) -> None:
+        # Another run of this config (cron) saves the ledger while this one is running.
+        other = Ledger.load(str(tmp_path), config.fingerprint())
+        other.entries["elsewhere.png"] = ("x/000000", "ok", "run-0")
+        other.save()
+        build_pipeline(pipeline, config, plan, ctx)
+
+    monkeypatch.setattr("pipelines.mine.build_pipeline", overlapping_run_finishes)
     first = mine(config, beam_args=IN_MEMORY, run_id="run-1")
+    monkeypatch.undo()
+    ledger = Ledger.load(str(tmp_path), config.fingerprint()).entries
+    assert ledger.pop("elsewhere.png") == ("x/000000", "ok", "run-0")
+    assert sorted(key for key, _, _ in ledger.values()) == sorted(GOOD + BAD)
 
     run_dir = Path(first.run_dir)
     assert run_dir == tmp_path / "runs" / "run-1"
