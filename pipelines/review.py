@@ -40,6 +40,7 @@ carry tags but match nothing are kept, so no review decision is lost. Sample tag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -47,8 +48,9 @@ import re
 import shutil
 import signal
 import socket
+import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -692,6 +694,24 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt (as Ctrl-C does) for the duration of the block.
+
+    Python's default SIGTERM action ends the process without unwinding, which would leave
+    the embedded ``mongod`` this process started running on its own (it is in its own
+    session, so the terminal's signals do not reach it).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _dataset_name(args: argparse.Namespace, config: MiningConfig) -> str:
     """``--dataset``, else the config's ``review.dataset`` or ``ugains-<config name>``; for
     ``build`` without ``--config``, the same names taken from the config in ``run.json``."""
@@ -718,7 +738,10 @@ def run(args: argparse.Namespace) -> int:
     review = config.review
     try:
         name = _dataset_name(args, config)
-        with review_database(review.database_uri, review.database_dir, review.mongod):
+        with (
+            _sigterm_unwinds(),
+            review_database(review.database_uri, review.database_dir, review.mongod),
+        ):
             import fiftyone as fo
 
             if args.review_command == "build":
@@ -739,9 +762,11 @@ def run(args: argparse.Namespace) -> int:
                 manifest = write_pool(dataset, args.out, args.tag, args.overwrite)
                 print(f"pool manifest: {manifest}")
             else:
-                signal.signal(signal.SIGTERM, _raise_interrupt)
                 serve_app(dataset, args.host, args.port)
             return 0
     except (ReviewError, DatabaseError) as error:
         logger.error("%s", error)
         return 2
+    except KeyboardInterrupt:
+        logger.error("review %s interrupted", args.review_command)
+        return 130

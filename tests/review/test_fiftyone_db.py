@@ -161,3 +161,45 @@ def test_the_cli_starts_and_stops_the_embedded_mongod_of_the_configs_database_di
     assert outputs[0] == "dataset ugains-cli: 4 frames added, 0 updated, 0 unchanged\n"
     # the second process found the dataset the first one stored: the data dir persists it
     assert json.loads((tmp_path / "pool" / "manifest.json").read_text())["dataset"] == "ugains-cli"
+
+
+_INTERRUPTED_BUILD = """
+import os, signal, sys, time
+import pipelines.review as review
+
+def build_dataset(*args, **kwargs):  # SIGTERM arrives while the database is in use
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+
+review.build_dataset = build_dataset
+from pipelines.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_during_a_review_command_stops_the_embedded_mongod(
+    run_a: SyntheticRun, tmp_path: Path
+) -> None:
+    config = tmp_path / "review.yaml"
+    database_dir = tmp_path / "db"
+    config.write_text(f"name: sigterm\nreview:\n  database_dir: {database_dir}\n")
+    env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_DATABASE_URI"}
+    env["PYTHONPATH"] = str(REPO)
+    command = ["review", "build", "--run", str(run_a.path), "--config", str(config)]
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_BUILD, *command],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    state_file = database_dir / STATE_FILE
+    leaked = json.loads(state_file.read_text())["mongod_pid"] if state_file.exists() else None
+    try:
+        assert result.returncode == 130, result.stderr
+        assert "review build interrupted" in result.stderr
+        assert leaked is None  # the mongod it started was stopped, its state removed
+    finally:
+        if leaked is not None and psutil.pid_exists(leaked):
+            psutil.Process(leaked).kill()

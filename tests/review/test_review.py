@@ -392,13 +392,18 @@ def test_outputs_refuse_a_non_empty_directory_unless_overwrite(built: Any, tmp_p
 
 
 def test_unknown_export_format_and_dataset_are_errors(
-    built: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    built: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(ReviewError, match="format must be one of coco, cvat, fiftyone; got 'voc'"):
         export_tagged(built, "confirmed", "voc", tmp_path)
     argv = ["review", "pool", "--dataset", "no-such-dataset", "--out", str(tmp_path / "p")]
     assert cli.main(argv) == 2
-    assert "no FiftyOne dataset named 'no-such-dataset'" in caplog.text
+    # The CLI logs to stderr with its own handler (pytest's may not survive its setup).
+    logged = caplog.text + capsys.readouterr().err
+    assert "no FiftyOne dataset named 'no-such-dataset'" in logged
 
 
 def test_a_directory_that_is_not_a_run_is_refused(run_a: SyntheticRun, tmp_path: Path) -> None:
