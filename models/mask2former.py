@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import json
 import math
+import numbers
 import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -398,23 +399,36 @@ class Mask2FormerSegmenter(nn.Module):
         """Segment a batch of frames.
 
         Args:
-            images: ``[B, 3, H, W]`` RGB, uint8 or floating point on the 0-255 scale.
+            images: ``[B, 3, H, W]`` RGB, uint8 or floating point on the 0-255 scale, on any
+                device (moved to the model's).
             output_size: ``(H', W')`` of the returned mask logits; default ``(H, W)``.
 
         Returns:
-            ``class_logits [B, Q, K + 1]`` and ``mask_logits [B, Q, H', W']``, both float32.
+            ``class_logits [B, Q, K + 1]`` and ``mask_logits [B, Q, H', W']``, both float32 on
+            the model's device.
         """
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be [B, 3, H, W] RGB, got shape {tuple(images.shape)}")
+        if not isinstance(images, Tensor):
+            raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        if images.ndim != 4 or images.shape[1] != 3 or 0 in images.shape:
+            raise ValueError(
+                f"images must be [B, 3, H, W] RGB with B, H, W >= 1, got shape "
+                f"{tuple(images.shape)}"
+            )
         if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
             raise ValueError(f"images must be uint8 or floating point, got {images.dtype}")
         height, width = int(images.shape[2]), int(images.shape[3])
         if output_size is None:
             output_size = (height, width)
-        elif len(output_size) != 2 or min(output_size) < 1:
-            raise ValueError(f"output_size must be (height, width) >= 1, got {output_size}")
+        elif len(output_size) != 2 or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+            for s in output_size
+        ):
+            raise ValueError(
+                f"output_size must be (height, width) integers >= 1, got {output_size}"
+            )
         output_size = (int(output_size[0]), int(output_size[1]))
 
+        images = images.to(self.pixel_mean.device, non_blocking=True)
         pixels = (images.float() - self.pixel_mean) / self.pixel_std
         divisor = self.size_divisibility
         pad_h, pad_w = -height % divisor, -width % divisor

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -265,6 +266,9 @@ def test_batch_equals_frames_one_by_one(
         (torch.zeros(3, 64, 64, dtype=torch.uint8), r"images must be \[B, 3, H, W\]"),
         (torch.zeros(1, 4, 64, 64, dtype=torch.uint8), r"images must be \[B, 3, H, W\]"),
         (torch.zeros(1, 3, 64, 64, dtype=torch.int32), "images must be uint8 or floating"),
+        (torch.zeros(1, 3, 0, 64, dtype=torch.uint8), r"images must be \[B, 3, H, W\]"),
+        (torch.zeros(0, 3, 64, 64, dtype=torch.uint8), r"images must be \[B, 3, H, W\]"),
+        (np.zeros((1, 3, 64, 64), dtype=np.uint8), "images must be a torch.Tensor"),
     ],
 )
 def test_bad_images_are_refused(
@@ -275,8 +279,9 @@ def test_bad_images_are_refused(
 
 
 def test_bad_output_size_is_refused(tiny_segmenter: Mask2FormerSegmenter) -> None:
-    with pytest.raises(ValueError, match="output_size"):
-        tiny_segmenter(torch.zeros(1, 3, 64, 64), output_size=(0, 64))
+    for output_size in [(0, 64), (64.5, 64), (64,), (True, 64)]:
+        with pytest.raises(ValueError, match="output_size"):
+            tiny_segmenter(torch.zeros(1, 3, 64, 64), output_size=output_size)
 
 
 @pytest.mark.cuda
