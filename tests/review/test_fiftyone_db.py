@@ -137,14 +137,21 @@ def test_find_mongod_refuses_a_mongod_overwritten_by_another_wheel(
         find_mongod()
 
 
+def _embedded_cli(tmp_path: Path, name: str) -> tuple[Path, Path, dict[str, str]]:
+    """A config whose review database is an embedded mongod on ``tmp_path/db``, and the
+    environment of a CLI subprocess that uses it (no external URI)."""
+    config = tmp_path / "review.yaml"
+    database_dir = tmp_path / "db"
+    config.write_text(f"name: {name}\nreview:\n  database_dir: {database_dir}\n")
+    env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_DATABASE_URI"}
+    env["PYTHONPATH"] = str(REPO)
+    return config, database_dir, env
+
+
 def test_the_cli_starts_and_stops_the_embedded_mongod_of_the_configs_database_dir(
     run_a: SyntheticRun, tmp_path: Path
 ) -> None:
-    config = tmp_path / "review.yaml"
-    database_dir = tmp_path / "db"
-    config.write_text(f"name: cli\nreview:\n  database_dir: {database_dir}\n")
-    env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_DATABASE_URI"}
-    env["PYTHONPATH"] = str(REPO)
+    config, database_dir, env = _embedded_cli(tmp_path, "cli")
     base = [sys.executable, "-m", "pipelines.cli", "review"]
     commands = [
         ["build", "--run", str(run_a.path), "--config", str(config)],
@@ -180,11 +187,7 @@ sys.exit(main(sys.argv[1:]))
 def test_sigterm_during_a_review_command_stops_the_embedded_mongod(
     run_a: SyntheticRun, tmp_path: Path
 ) -> None:
-    config = tmp_path / "review.yaml"
-    database_dir = tmp_path / "db"
-    config.write_text(f"name: sigterm\nreview:\n  database_dir: {database_dir}\n")
-    env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_DATABASE_URI"}
-    env["PYTHONPATH"] = str(REPO)
+    config, database_dir, env = _embedded_cli(tmp_path, "sigterm")
     command = ["review", "build", "--run", str(run_a.path), "--config", str(config)]
     result = subprocess.run(
         [sys.executable, "-c", _INTERRUPTED_BUILD, *command],
