@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -75,10 +77,17 @@ def check_same_device(name: str, value: torch.Tensor, other_name: str, other: to
         raise ValueError(f"{name} is on {value.device} but {other_name} is on {other.device}")
 
 
-def check_count(name: str, value: object, *, minimum: int = 0) -> int:
-    """A Python integer count >= ``minimum``."""
+def check_count(name: str, value: object, *, minimum: int | None = 0) -> int:
+    """A Python integer >= ``minimum`` (any integer when ``minimum`` is None)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
+    if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_finite(name: str, value: object) -> float:
+    """A finite real Python number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)

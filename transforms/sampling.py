@@ -14,6 +14,7 @@ from transforms._validate import (
     INT_DTYPES,
     check_bool,
     check_count,
+    check_finite,
     check_float,
     check_no_nan,
     check_points,
@@ -58,6 +59,12 @@ def candidate_points(
     """
     check_float("score", score, ndim=2)
     check_no_nan("score", score)
+    for name, value in (
+        ("threshold", threshold),
+        ("fallback_threshold", fallback_threshold),
+        ("ignore_value", ignore_value),
+    ):
+        check_finite(name, value)
     if ignore is not None:
         check_bool("ignore", ignore, ndim=2)
         check_same_shape("ignore", ignore.shape, "score", score.shape)
@@ -129,6 +136,7 @@ def random_points(points: torch.Tensor, k: int, *, seed: int) -> torch.Tensor:
     """
     check_points("points", points)
     check_count("k", k)
+    check_count("seed", seed, minimum=None)
     n = points.shape[0]
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(n, generator=generator)[: min(n, k)]
@@ -161,6 +169,7 @@ def kmeans_points(points: torch.Tensor, k: int, *, seed: int, iters: int = 100) 
     check_points("points", points)
     check_count("k", k)
     check_count("iters", iters, minimum=1)
+    check_count("seed", seed, minimum=None)
     n = points.shape[0]
     pts = points.to(torch.int64)
     if n <= k:

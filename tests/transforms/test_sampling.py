@@ -402,6 +402,20 @@ def test_grid_points_reference_1024x2048() -> None:
             "instance_ids must have 2 dimensions",
         ),
         (lambda: grid_points(0, 4, 2), "height must be >= 1"),
+        (
+            lambda: candidate_points(torch.zeros(2, 2), threshold=float("nan")),
+            "threshold must be a finite number",
+        ),
+        (
+            lambda: candidate_points(torch.zeros(2, 2), fallback_threshold=None),
+            "fallback_threshold must be a finite number",
+        ),
+        (
+            lambda: candidate_points(torch.zeros(2, 2), ignore_value=float("-inf")),
+            "ignore_value must be a finite number",
+        ),
+        (lambda: random_points(torch.zeros(3, 2, dtype=int), 2, seed=1.5), "seed must be an int"),
+        (lambda: kmeans_points(torch.zeros(3, 2, dtype=int), 2, seed=None), "seed must be an int"),
     ],
 )
 def test_validation_errors(call, message) -> None:
