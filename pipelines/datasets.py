@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -94,11 +93,6 @@ class EvalSample:
     def image(self) -> np.ndarray:
         """``[H, W, 3]`` uint8 RGB, read lazily (and once)."""
         return read_rgb(self.image_path)
-
-    @property
-    def void(self) -> np.ndarray:
-        """``[H, W]`` bool, pixels excluded from every metric."""
-        return self.labels == VOID
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -278,9 +272,3 @@ def load_sample(entry: EvalEntry) -> EvalSample:
     except DatasetError as error:
         raise DatasetError(f"{entry.label_path}: {error}") from None
     return EvalSample(entry.name, entry.image_path, labels, instance_ids_from_labels(labels))
-
-
-def iter_samples(dataset: str, root: str | Path) -> Iterator[EvalSample]:
-    """Load every labelled frame of ``dataset`` in name order (see :func:`list_samples`)."""
-    for entry in list_samples(dataset, root):
-        yield load_sample(entry)
