@@ -24,6 +24,7 @@ import itertools
 import json
 import logging
 import math
+import textwrap
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -509,12 +510,15 @@ def write_results(rows: Sequence[dict[str, Any]], out: str, meta: dict[str, Any]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
+    # The raw formatter keeps the epilog's layout table, so the description is wrapped here.
+    parser.description = textwrap.fill(
         "Run UGainS over a labelled dataset and report the paper's metrics: pixel AP, FPR95, "
         "AUROC (percent), Cityscapes instance AP / AP50 and prompt-point precision / recall. "
         "Repeat --mode, --sampler or --points for several rows (Tables 2, 4, 5); every "
-        "combination that means something becomes a row. Extra arguments are Beam pipeline "
-        "options (e.g. --direct_num_workers 1)."
+        "combination that means something becomes a row. Frame gating is always off (SAM "
+        "runs on every frame, as in the paper). Extra arguments are Beam pipeline options "
+        "(e.g. --direct_num_workers 1).",
+        width=88,
     )
     layouts = "\n".join(f"  {name:15s} {layout}" for name, layout in LAYOUTS.items())
     parser.epilog = (

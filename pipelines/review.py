@@ -672,7 +672,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     export.add_argument(
         "--tag", default="confirmed", choices=REVIEW_TAGS, help="detections to export"
     )
-    export.add_argument("--format", required=True, choices=sorted(EXPORT_FORMATS))
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=sorted(EXPORT_FORMATS),
+        help="coco: COCO detection JSON (masks as polygons); cvat: CVAT image XML (boxes); "
+        "fiftyone: FiftyOne's own format (everything, masks exact); images are copied",
+    )
     export.add_argument("--out", required=True, help="export directory")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 

@@ -530,10 +530,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="where checkpoints are kept (default: $UGAINS_CACHE or ~/.cache/ugains/weights)",
     )
     actions = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+    fetch_help = "download, verify and unpack checkpoints; print the config to use them"
     fetch_parser = actions.add_parser(
         "fetch",
         parents=[common],
-        help="download, verify and unpack checkpoints; print the config to use them",
+        help=fetch_help,
+        description=(
+            f"{fetch_help}. A broken download resumes when the command is run again; the "
+            "file's SHA-256 must match the published one (SAM) or the one recorded at its "
+            "first download; RbA zips are unpacked to model_final.pth. Offline, the error "
+            "names the URL to fetch by hand and where to put the file."
+        ),
     )
     fetch_parser.add_argument("names", nargs="+", metavar="NAME", help=", ".join(WEIGHTS))
     fetch_parser.add_argument("--url", help="download from this URL instead (one NAME only)")
@@ -544,7 +551,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_TIMEOUT_S,
         help="seconds to wait for a connection or for data (default: %(default)s)",
     )
-    actions.add_parser("list", parents=[common], help="show cached and known checkpoints")
+    list_help = "show cached and known checkpoints"
+    actions.add_parser("list", parents=[common], help=list_help, description=list_help)
 
 
 def run(args: argparse.Namespace) -> int:

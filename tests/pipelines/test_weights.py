@@ -501,3 +501,11 @@ def test_cli_errors_are_one_line_with_status_1(tmp_path: Path, capsys: pytest.Ca
     err = capsys.readouterr().err
     assert "unknown weights name 'nope'" in err
     assert not (tmp_path / "sam_vit_b").exists()  # names are checked before any download
+
+
+def test_fetch_help_explains_resume_checksum_and_the_offline_way(capsys):
+    with pytest.raises(SystemExit):
+        main(["weights", "fetch", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for what in ("resumes", "SHA-256", "model_final.pth", "by hand"):
+        assert what in text
