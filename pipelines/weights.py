@@ -293,6 +293,12 @@ def _content_range_start(value: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _content_range_total(value: str | None) -> int | None:
+    """The complete length of a 416 answer's ``Content-Range: bytes */<length>``."""
+    match = re.fullmatch(r"bytes \*/(\d+)", (value or "").strip())
+    return int(match.group(1)) if match else None
+
+
 def _download(url: str, part: Path, *, label: str, progress: bool, timeout: float) -> None:
     """Complete ``part`` with the bytes of ``url``, resuming what is already in it.
 
@@ -321,6 +327,11 @@ def _download(url: str, part: Path, *, label: str, progress: bool, timeout: floa
             )
         except urllib.error.HTTPError as error:
             if error.code == 416 and offset:
+                if _content_range_total(error.headers.get("Content-Range")) == offset:
+                    # Every byte is already here (a run stopped before verifying it); the
+                    # checksum check that follows still applies.
+                    meta_path.unlink(missing_ok=True)
+                    return
                 # The partial file is not a prefix of what is served now: start over.
                 part.unlink()
                 continue

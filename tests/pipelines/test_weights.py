@@ -197,6 +197,19 @@ def test_partial_file_of_an_earlier_run_is_resumed(server: FileServer, tmp_path:
     assert path.read_bytes() == PAYLOAD
 
 
+def test_complete_partial_file_is_not_downloaded_again(server: FileServer, tmp_path: Path):
+    server.files["/m.ckpt"] = Served(PAYLOAD)
+    part = tmp_path / "ugains" / "rude0fhk.ckpt.part"
+    part.parent.mkdir()
+    part.write_bytes(PAYLOAD)  # every byte arrived; the run stopped before verifying it
+
+    path = fetch("ugains", tmp_path, url=server.url("/m.ckpt"), progress=False)
+
+    # The server answers 416 (nothing left to send): one request, no second full download.
+    assert server.requests == [{"path": "/m.ckpt", "range": "bytes=10240-", "if_range": None}]
+    assert path.read_bytes() == PAYLOAD
+
+
 def test_server_ignoring_range_restarts_from_zero(server: FileServer, tmp_path: Path):
     server.files["/m.ckpt"] = Served(PAYLOAD, ignore_range=True)
     part = tmp_path / "ugains" / "rude0fhk.ckpt.part"
