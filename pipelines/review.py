@@ -286,10 +286,12 @@ def _detection(row: dict[str, Any]) -> fo.Detection:
 def _pixel_box(detection: fo.Detection, width: int, height: int) -> tuple[int, int, int, int]:
     """``(x, y, w, h)`` in frame pixels; the size is the mask's, so crops match it exactly."""
     x, y, w, h = detection.bounding_box
+    x0, y0 = round(x * width), round(y * height)
     if detection.mask is not None:
         mask_h, mask_w = detection.mask.shape
-        return round(x * width), round(y * height), mask_w, mask_h
-    return round(x * width), round(y * height), round(w * width), round(h * height)
+        return x0, y0, mask_w, mask_h
+    # Both edges rounded (not the size): a box that ends at the frame's edge stays inside it.
+    return x0, y0, round((x + w) * width) - x0, round((y + h) * height) - y0
 
 
 def _box_mask(detection: fo.Detection, w: int, h: int) -> np.ndarray:
