@@ -534,7 +534,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
         choices=DATASETS,
-        help="dataset layout; default: the config's file name if it is one of these",
+        help="dataset layout; default: the config's file name or its `name`, if one of these",
     )
     parser.add_argument(
         "--mode",
@@ -633,11 +633,15 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         _LOG.error("%s", error)
         return 2
-    dataset = args.dataset or Path(args.config).stem
-    if dataset not in DATASETS:
+    dataset = args.dataset or next(
+        (name for name in (Path(args.config).stem, config.name) if name in DATASETS), None
+    )
+    if dataset is None:
         _LOG.error(
-            "cannot tell the dataset from the config name %r: pass --dataset (one of %s)",
+            "cannot tell the dataset from the config file %r or its name %r: pass --dataset "
+            "(one of %s)",
             Path(args.config).name,
+            config.name,
             ", ".join(DATASETS),
         )
         return 2

@@ -284,6 +284,12 @@ def test_evaluate_command_errors_name_the_problem(tmp_path, caplog, capsys):
     argv = ["evaluate", "--config", str(config), "--data", str(tmp_path / "missing")]
     assert main([*argv, "--dataset", "road_anomaly"]) == 2
     assert "does not exist; expected the layout <root>/frame_list.json" in logged()
+    # A copy of a paper config under another file name: the config's name tells the dataset.
+    copy = tmp_path / "my_fishyscapes.yaml"
+    copy.write_text(yaml.safe_dump({"name": "fishyscapes_lf", "models": MODELS}))
+    argv = ["evaluate", "--config", str(copy), "--data", str(tmp_path / "missing")]
+    assert main(argv) == 2
+    assert "fishyscapes_lf: dataset root" in logged()
 
 
 def test_frames_of_another_size_run_at_the_model_size_and_are_scored_at_label_size():
