@@ -162,7 +162,8 @@ WEIGHTS: dict[str, WeightSpec] = {
         _rba("swin_l_1dl", "swin_l_1dl"),
         _rba("swin_b_1dl_rba_ood_coco", "swin_b_1dl"),
         # MODEL_ZOO.md links this row to swin_b_1dl_rba_ood_coco.zip by mistake (RbA issue
-        # #18); the release asset follows the naming of its Swin-L sibling.
+        # #18, open, no corrected link yet). This asset name is inferred from its Swin-L
+        # sibling and not confirmed: an HTTP 404 here means it does not exist under it.
         _rba("swin_b_1dl_rba_ood_map_coco", "swin_b_1dl"),
         _rba("swin_l_1dl_rba_ood_map_coco", "swin_l_1dl"),
         WeightSpec(
