@@ -19,5 +19,9 @@ import torch
     ]
 )
 def device(request: pytest.FixtureRequest) -> torch.device:
-    """The torch device a test runs on."""
+    """The torch device a test runs on, as tensors report it: CUDA with its index, because
+    ``torch.device("cuda") != torch.device("cuda:0")`` and tests compare ``got.device == device``.
+    """
+    if request.param == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(request.param)
