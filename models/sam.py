@@ -519,7 +519,7 @@ class SamPrompter:
 
 def _check_images(images: Tensor) -> None:
     if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a uint8 tensor [B, 3, H, W], got {type(images).__name__}")
+        raise ValueError(f"images must be a uint8 tensor [B, 3, H, W], got {type(images).__name__}")
     if images.dtype != torch.uint8:
         raise ValueError(f"images must be uint8 RGB (0-255), got dtype {images.dtype}")
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
@@ -529,8 +529,13 @@ def _check_images(images: Tensor) -> None:
 
 
 def _check_frame_size(frame_size: tuple[int, int]) -> tuple[int, int]:
-    if len(frame_size) != 2 or not all(
-        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in frame_size
+    if (
+        not isinstance(frame_size, Sequence)
+        or len(frame_size) != 2
+        or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0
+            for s in frame_size
+        )
     ):
         raise ValueError(f"frame_size must be (H, W) positive integers, got {frame_size!r}")
     return int(frame_size[0]), int(frame_size[1])
@@ -540,7 +545,7 @@ def _check_points(points: Tensor, height: int, width: int, name: str = "points")
     """Raise ``ValueError`` unless ``points`` is ``[N, 2]`` (x, y) inside a ``height`` x ``width``
     frame."""
     if not isinstance(points, Tensor):
-        raise TypeError(f"{name} must be a tensor [N, 2] of (x, y), got {type(points).__name__}")
+        raise ValueError(f"{name} must be a tensor [N, 2] of (x, y), got {type(points).__name__}")
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(f"{name} must have shape [N, 2] (x, y), got {tuple(points.shape)}")
     if points.dtype == torch.bool or points.is_complex():

@@ -405,6 +405,12 @@ def test_bad_inputs_are_refused(tiny_prompter: SamPrompter) -> None:
         tiny_prompter.segment(torch.zeros(1, 256, 64, 64), points, (20, 30))
     with pytest.raises(ValueError, match="frame_size must be"):
         tiny_prompter.segment(torch.zeros(256, 64, 64), points, (0, 30))
+    with pytest.raises(ValueError, match="frame_size must be"):
+        tiny_prompter.segment(torch.zeros(256, 64, 64), points, 30)
+    with pytest.raises(ValueError, match=r"points must be a tensor \[N, 2\]"):
+        tiny_prompter.segment(torch.zeros(256, 64, 64), [[1, 2]], (20, 30))
+    with pytest.raises(ValueError, match=r"images must be a uint8 tensor"):
+        tiny_prompter.encode(images.numpy())
     with pytest.raises(ValueError, match="output must be 'full' or 'low'"):
         tiny_prompter.segment(torch.zeros(256, 64, 64), points, (20, 30), output="half")
     with pytest.raises(ValueError, match=r"low_res_logits must have shape"):
