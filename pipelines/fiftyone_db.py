@@ -201,6 +201,19 @@ class EmbeddedMongod:
                 )
             except OSError as error:
                 raise DatabaseError(f"cannot run mongod {binary}: {error}") from None
+        try:
+            port = self._wait_until_listening(popen, binary, stderr_path)
+        except BaseException:  # timeout, exit, Ctrl-C / SIGTERM: never leave it behind
+            if popen.poll() is None:
+                popen.kill()
+                popen.wait()
+            raise
+        logger.info("started mongod pid %d on 127.0.0.1:%d (%s)", popen.pid, port, binary)
+        return popen.pid, port
+
+    def _wait_until_listening(
+        self, popen: subprocess.Popen[bytes], binary: Path, stderr_path: Path
+    ) -> int:
         deadline = time.monotonic() + self.timeout_s
         while (port := _listening_port(popen.pid)) is None:
             if popen.poll() is not None:
@@ -210,14 +223,11 @@ class EmbeddedMongod:
                     f"{_log_tail(stderr_path)}\n{_log_tail(self.log_path)}"
                 )
             if time.monotonic() > deadline:
-                popen.kill()
-                popen.wait()
                 raise DatabaseError(
                     f"mongod for {self.database_dir} did not listen within {self.timeout_s:.0f} s"
                 )
             time.sleep(0.1)
-        logger.info("started mongod pid %d on 127.0.0.1:%d (%s)", popen.pid, port, binary)
-        return popen.pid, port
+        return port
 
     def stop(self) -> None:
         """Leave the shared ``mongod``; the last client shuts it down (SIGTERM: clean exit)."""

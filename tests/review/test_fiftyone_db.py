@@ -206,3 +206,33 @@ def test_sigterm_during_a_review_command_stops_the_embedded_mongod(
     finally:
         if leaked is not None and psutil.pid_exists(leaked):
             psutil.Process(leaked).kill()
+
+
+def test_an_interrupt_while_mongod_starts_does_not_leave_it_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipelines.fiftyone_db as fiftyone_db
+
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    def interrupted(pid: int) -> int | None:
+        raise KeyboardInterrupt  # Ctrl-C (or SIGTERM in `ugains review`) during the wait
+
+    monkeypatch.setattr(fiftyone_db.subprocess, "Popen", popen)
+    monkeypatch.setattr(fiftyone_db, "_listening_port", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            EmbeddedMongod(tmp_path / "db").start()
+        (process,) = started
+        assert process.poll() is not None  # killed and reaped
+        assert not (tmp_path / "db" / STATE_FILE).exists()
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
