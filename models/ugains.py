@@ -204,21 +204,17 @@ class UGainS:
             return grid, False
         if method.mode == "oracle" or method.sampler == "oracle":
             return sampling.oracle_points(instance_ids).to(anomaly.device), False
-        if method.frame_gating:
-            sampled = (
-                anomaly if ignore is None else anomaly.masked_fill(ignore, method.ignore_value)
-            )
-            if not bool((sampled >= method.candidate_threshold).any()):
-                return empty, True
+        gating = bool(method.frame_gating)
         candidates = sampling.candidate_points(
             anomaly,
             threshold=method.candidate_threshold,
-            fallback_threshold=method.fallback_threshold,
+            # Frame gating: no fallback, so a frame with nothing above the threshold is skipped.
+            fallback_threshold=method.candidate_threshold if gating else method.fallback_threshold,
             ignore=ignore,
             ignore_value=method.ignore_value,
         )
         if candidates.shape[0] == 0:
-            return empty, False
+            return empty, gating
         k = method.num_points
         if method.sampler == "fps":
             return candidates[sampling.farthest_point_sampling(candidates, k)], False
