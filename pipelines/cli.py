@@ -46,21 +46,20 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
+# apache-beam's import-time notes about its optional BigQuery client libraries: printed on every
+# import without the `gcp` extra, they say nothing about the run.
+_IMPORT_NOISE = ("apitools not found", "No module named google.cloud.bigquery_storage")
+
+
 class _DropImportNoise(logging.Filter):
-    """Drops apache-beam's import-time warning about the optional BigQuery client libraries.
-
-    It is printed on every import of Beam without the ``gcp`` extra, says nothing about the
-    run, and (logged before any handler exists) used to install Python's default handler.
-    """
-
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("apitools not found")
+        return not record.getMessage().startswith(_IMPORT_NOISE)
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    # Without a handler on the root logger, Beam's import-time logging.warning would install
+    # Python's default one (and its format) before ours.
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropImportNoise())
 
