@@ -185,10 +185,29 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and the key."""
 
 
-def _format_validation_error(source: str, error: ValidationError) -> str:
+def _key_path(data: Any, loc: tuple[Any, ...]) -> str:
+    """The dotted path of the user's key: pydantic's ``loc`` without the tags it inserts.
+
+    A tagged union puts the tag into ``loc`` (``sources.0.video.stride``); the YAML key is
+    ``sources.0.stride``. A part that is not in the data and is not the last one is such a tag.
+    """
+    node, parts = data, []
+    for depth, part in enumerate(loc):
+        last = depth == len(loc) - 1
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
+            node = node[part]
+        elif not last:
+            continue
+        parts.append(str(part))
+    return ".".join(parts) or "<top level>"
+
+
+def _format_validation_error(source: str, data: Any, error: ValidationError) -> str:
     lines = [f"invalid mining config {source}:"]
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        where = _key_path(data, item["loc"])
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (not part of the schema; check its spelling and section)"
@@ -203,7 +222,7 @@ def parse_config(data: Any, source: str = "<dict>") -> MiningConfig:
     try:
         return MiningConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(source, error)) from None
+        raise ConfigError(_format_validation_error(source, data, error)) from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> MiningConfig:

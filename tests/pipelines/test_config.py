@@ -53,8 +53,8 @@ def test_unreadable_files_are_config_errors(tmp_path: Path, text: str, message: 
     ("data", "where"),
     [
         ({"nmae": "x"}, "nmae"),
-        ({"sources": [{"kind": "images", "path": "p", "stride": 2}]}, "sources.0.images.stride"),
-        ({"sources": [{"kind": "video", "path": "p", "fps": 2}]}, "sources.0.video.fps"),
+        ({"sources": [{"kind": "images", "path": "p", "stride": 2}]}, "sources.0.stride"),
+        ({"sources": [{"kind": "video", "path": "p", "fps": 2}]}, "sources.0.fps"),
         ({"models": {"devise": "cpu"}}, "models.devise"),
         ({"models": {"sam": {"checkpont": "x"}}}, "models.sam.checkpont"),
         (
@@ -80,10 +80,11 @@ def test_unknown_keys_are_rejected_at_every_level_with_their_path(data: dict, wh
     [
         (
             {"sources": [{"kind": "video", "path": "p", "stride": 0}]},
-            "sources.0.video.stride",
+            "sources.0.stride",
             "greater than or equal to 1",
         ),
         ({"sources": [{"kind": "tape", "path": "p"}]}, "sources.0", "does not match any"),
+        ({"sources": [{"kind": "video"}]}, "sources.0.path", "Field required"),
         ({"output": {"compression": "lz4"}}, "output.compression", "'zstd'"),
         ({"output": {"top_n": 0}}, "output.top_n", "greater than or equal to 1"),
         ({"runner": {"runner": "DaskRunner"}}, "runner.runner", "'DirectRunner'"),
