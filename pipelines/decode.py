@@ -148,8 +148,8 @@ class _DecodeUnit(beam.DoFn):
             yield from self._video(unit)
 
     def _frame(self, ref: FrameRef, image: np.ndarray, start: float) -> DecodedFrame:
-        self.read.inc()
         model_image = resize_for_model(image, self.model_size)
+        self.read.inc()
         return DecodedFrame(ref, image, model_image, (time.perf_counter() - start) * 1e3)
 
     def _image(self, ref: FrameRef) -> DecodedFrame:
@@ -190,8 +190,9 @@ class _DecodeUnit(beam.DoFn):
                             bgr.shape[:2], ref.uri, min_side=self.min_side, max_side=self.max_side
                         )
                         yield self._frame(ref, to_rgb8(bgr, ref.uri), start)
-                    except FrameDecodeError as error:
-                        # One bad frame of a video must not take its neighbours with it.
+                    except Exception as error:
+                        # One bad frame of a video must not take its neighbours with it (the
+                        # whole unit would go to the dead letter).
                         yield beam.pvalue.TaggedOutput(FAILED, _failure(ref, "decode", error))
             finally:
                 capture.release()

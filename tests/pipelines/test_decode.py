@@ -121,3 +121,32 @@ def test_decode_transform_routes_every_frame_exactly_once(tmp_path: Path) -> Non
             ),
             label="failures",
         )
+
+
+def test_an_unexpected_error_in_one_video_frame_fails_that_frame_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    video = tmp_path / "v.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (30, 20))
+    for value in (10, 120, 240):
+        writer.write(np.full((20, 30, 3), value, np.uint8))
+    writer.release()
+    real = resize_for_model
+
+    def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        if 100 < image.mean() < 140:  # the middle frame
+            raise MemoryError("cannot allocate")
+        return real(image, size)
+
+    monkeypatch.setattr("pipelines.decode.resize_for_model", resize)
+    refs = tuple(
+        FrameRef(f"v{i}", f"{video}#frame={i}", "log", i, None, str(video), i) for i in range(3)
+    )
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        decoded, failures = p | beam.Create([ReadUnit(refs)]) | DecodeFrames((10, 16), 8, 256)
+        assert_that(decoded | "Keys" >> beam.Map(lambda f: f.ref.key), equal_to(["v0", "v2"]))
+        assert_that(
+            failures | "Failed" >> beam.Map(lambda f: (f.ref.key, f.error_type, f.reason)),
+            equal_to([("v1", "MemoryError", "cannot allocate")]),
+            label="failures",
+        )
