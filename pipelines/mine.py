@@ -66,6 +66,7 @@ __all__ = [
     "pipeline_options",
     "run",
     "runner_for",
+    "with_mining_defaults",
 ]
 
 ACCEPTS_BEAM_OPTIONS = True
@@ -263,6 +264,21 @@ def _counters(result: Any) -> dict[str, int]:
     }
 
 
+def with_mining_defaults(config: MiningConfig) -> MiningConfig:
+    """``config`` with the settings left to the command resolved for mining.
+
+    ``models.method.frame_gating: null`` means on when mining: frames with no pixel above the
+    candidate threshold skip SAM (``ugains evaluate`` turns it off, as the paper does).
+    """
+    method = config.models.method
+    if method.frame_gating is not None:
+        return config
+    models = config.models.model_copy(
+        update={"method": method.model_copy(update={"frame_gating": True})}
+    )
+    return config.model_copy(update={"models": models})
+
+
 def mine(
     config: MiningConfig,
     *,
@@ -280,7 +296,7 @@ def mine(
     """
     started = time.perf_counter()
     options = pipeline_options(config, beam_args)
-    config = expand_demo_sources(config)
+    config = with_mining_defaults(expand_demo_sources(config))
     fingerprint = config.fingerprint()
     seen = (
         frozenset()

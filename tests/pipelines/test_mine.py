@@ -34,6 +34,7 @@ from pipelines.mine import (
     make_run_id,
     mine,
     pipeline_options,
+    with_mining_defaults,
 )
 from pipelines.schema import TABLES
 from pipelines.sinks import read_table, table_files
@@ -96,7 +97,8 @@ BAD = [
 
 
 def make_config(checkpoints: Path, log: Path, root: Path, **method: object) -> MiningConfig:
-    return parse_config(
+    """The test log's config as ``mine`` runs it (mining defaults resolved, as in its ledger)."""
+    config = parse_config(
         {
             "name": "test",
             "sources": [
@@ -124,6 +126,7 @@ def make_config(checkpoints: Path, log: Path, root: Path, **method: object) -> M
             "output": {"root": str(root), "top_n": 5, "min_crop_margin": 2},
         }
     )
+    return with_mining_defaults(config)
 
 
 def stem(uri: str) -> str:
@@ -354,3 +357,24 @@ def test_the_command_names_the_bad_config_key(
 
     error = capsys.readouterr().err
     assert "inference.max_batch_sise: unknown key" in error
+
+
+def test_mining_gates_frames_by_default_and_evaluation_settings_are_kept() -> None:
+    unset = parse_config({})
+    assert unset.models.method.frame_gating is None
+    assert with_mining_defaults(unset).models.method.frame_gating is True
+    explicit = parse_config({"models": {"method": {"frame_gating": False}}})
+    assert with_mining_defaults(explicit) == explicit
+
+
+def test_gated_frames_are_processed_frames_without_instances(
+    checkpoints: Path, drive_log: Path, tmp_path: Path
+) -> None:
+    # U <= 0 everywhere, so with a threshold of 0.5 every good frame is gated.
+    config = make_config(checkpoints, drive_log, tmp_path, candidate_threshold=0.5)
+    result = mine(config, beam_args=IN_MEMORY)
+    frames = read_table(result.run_dir, "frames").to_pylist()
+    assert sorted(row["frame_key"] for row in frames) == sorted(GOOD)
+    assert {row["status"] for row in frames} == {"gated"}
+    assert {row["num_instances"] for row in frames} == {0}
+    assert result.counts["instances"] == 0
