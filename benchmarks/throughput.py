@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -38,7 +37,7 @@ from benchmarks.naive_path import (
 from models.config import Mask2FormerConfig, MethodConfig, SamConfig
 from models.mask2former import build_mask2former, favour_no_object
 from models.sam import SamPrompter, build_sam
-from models.ugains import FrameResult, UGainS
+from models.ugains import FrameResult, StageClock, UGainS
 from pipelines.inference import compact_result
 from transforms import sampling, scores
 from transforms.nms import mask_iou
@@ -65,25 +64,6 @@ def choose_setting(device: torch.device, size: str | None) -> Setting:
         default = (height, width)
         reduced = reduced or default != (1024, 2048)
     return Setting(default, m2f, sam, reduced)
-
-
-class Clock:
-    """Per-stage wall time in ms, synchronising CUDA at each lap."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.totals: dict[str, float] = defaultdict(float)
-        self.start = self.now()
-
-    def now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = self.now()
-        self.totals[stage] += (now - self.start) * 1e3
-        self.start = now
 
 
 def synthetic_frames(count: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
@@ -144,13 +124,13 @@ def build_paths(
 
 
 @torch.inference_mode()
-def run_naive(naive, pngs: list[bytes], device: torch.device) -> tuple[list, Clock]:
+def run_naive(naive, pngs: list[bytes], device: torch.device) -> tuple[list, StageClock]:
     segmenter, prompter, method, ignore = naive
     ignore = ignore.to(device)
-    clock = Clock(device)
+    clock = StageClock(device)
     outputs = []
     for png in pngs:
-        clock.start = clock.now()
+        clock.restart()
         image = decode(png)[None].to(device)
         size = tuple(image.shape[-2:])
         clock.lap("decode")
@@ -190,12 +170,12 @@ def _as_result(anomaly, fused, masks, mask_scores) -> FrameResult:
     )
 
 
-def run_fast(step: UGainS, pngs: list[bytes], batch_size: int) -> tuple[list, Clock]:
-    clock = Clock(step.device)
+def run_fast(step: UGainS, pngs: list[bytes], batch_size: int) -> tuple[list, StageClock]:
+    clock = StageClock(step.device)
     outputs: list[FrameResult] = []
     stage_ms: dict[str, float] = defaultdict(float)
     for start in range(0, len(pngs), batch_size):
-        clock.start = clock.now()
+        clock.restart()
         images = torch.stack([decode(png) for png in pngs[start : start + batch_size]])
         clock.lap("decode")
         results = step(images)
@@ -206,12 +186,12 @@ def run_fast(step: UGainS, pngs: list[bytes], batch_size: int) -> tuple[list, Cl
             compact_result(result)
         clock.lap("crops/rows")
         outputs.extend(results)
-    clock.totals.pop("_model")
-    clock.totals["mask2former"] = stage_ms["mask2former"]
-    clock.totals["score+sampling"] = stage_ms["score"] + stage_ms["sampling"]
-    clock.totals["sam_encoder"] = stage_ms["sam_encoder"]
-    clock.totals["sam_decoder"] = stage_ms["sam_decoder"]
-    clock.totals["nms+fusion"] = stage_ms["postprocess"]
+    clock.timings.pop("_model")
+    clock.timings["mask2former"] = stage_ms["mask2former"]
+    clock.timings["score+sampling"] = stage_ms["score"] + stage_ms["sampling"]
+    clock.timings["sam_encoder"] = stage_ms["sam_encoder"]
+    clock.timings["sam_decoder"] = stage_ms["sam_decoder"]
+    clock.timings["nms+fusion"] = stage_ms["postprocess"]
     return outputs, clock
 
 
@@ -245,10 +225,11 @@ def gated_log_fps(step: UGainS, pngs: list[bytes], batch_size: int, fraction: fl
         ignore=step.ignore,
     )
     with_candidates = max(1, round(len(pngs) * fraction))
-    clock = Clock(step.device)
+    clock = StageClock(step.device)
     run_fast(step, pngs[:with_candidates], batch_size)
     run_fast(empty, pngs[with_candidates:], batch_size)
-    return len(pngs) / (clock.now() - clock.start)  # perf_counter seconds
+    clock.lap("log")
+    return len(pngs) / (clock.timings["log"] / 1e3)
 
 
 def table(rows: list[tuple[str, ...]]) -> str:
@@ -303,11 +284,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [("stage (ms/frame)", "naive", "ours")]
     for stage in STAGES:
-        naive_ms = naive_clock.totals.get(stage, 0.0) / frames
-        fast_ms = fast_clock.totals.get(stage, 0.0) / frames
+        naive_ms = naive_clock.timings.get(stage, 0.0) / frames
+        fast_ms = fast_clock.timings.get(stage, 0.0) / frames
         rows.append((stage, f"{naive_ms:.1f}", f"{fast_ms:.1f}"))
-    naive_total = sum(naive_clock.totals.values()) / frames
-    fast_total = sum(fast_clock.totals.values()) / frames
+    naive_total = sum(naive_clock.timings.values()) / frames
+    fast_total = sum(fast_clock.timings.values()) / frames
     rows.append(("total", f"{naive_total:.1f}", f"{fast_total:.1f}"))
     rows.append(("frames/s", f"{1e3 / naive_total:.2f}", f"{1e3 / fast_total:.2f}"))
     if device.type == "cuda":

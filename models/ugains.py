@@ -17,7 +17,14 @@ from torch import Tensor
 from models.config import MethodConfig, ModelsConfig
 from transforms import fusion, nms, sampling, scores
 
-__all__ = ["FrameResult", "UGainS", "build_ugains", "load_ignore_mask", "resolve_device"]
+__all__ = [
+    "FrameResult",
+    "StageClock",
+    "UGainS",
+    "build_ugains",
+    "load_ignore_mask",
+    "resolve_device",
+]
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,7 @@ class UGainS:
         batch, _, height, width = images.shape
         size = (height, width)
         images = images.to(self.device, non_blocking=True)
-        clock = _StageClock(self.device)
+        clock = StageClock(self.device)
 
         class_logits, mask_logits = self.segmenter(images, output_size=size)
         clock.lap("mask2former")
@@ -229,7 +236,7 @@ class UGainS:
         images: Tensor,
         prompts: list[Tensor],
         size: tuple[int, int],
-        clock: _StageClock,
+        clock: StageClock,
     ) -> list[tuple[Tensor, Tensor, Tensor]]:
         """SAM masks ``[N, H, W]``, predicted IoU ``[N]`` and prompts ``[N, 2]`` per frame."""
         device = images.device
@@ -285,21 +292,28 @@ class UGainS:
         }
 
 
-class _StageClock:
-    """Wall-clock milliseconds per stage; synchronises CUDA so stages are not blurred."""
+class StageClock:
+    """Wall-clock milliseconds per stage; synchronises CUDA so stages are not blurred.
+
+    ``lap(stage)`` adds the time since the previous lap (or ``restart``) to ``timings[stage]``.
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.timings: dict[str, float] = {}
-        self._last = self._now()
+        self._last = self.now()
 
-    def _now(self) -> float:
+    def now(self) -> float:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
+    def restart(self) -> None:
+        """Start the next lap now: time since the last lap is counted in no stage."""
+        self._last = self.now()
+
     def lap(self, stage: str) -> None:
-        now = self._now()
+        now = self.now()
         self.timings[stage] = self.timings.get(stage, 0.0) + (now - self._last) * 1e3
         self._last = now
 
