@@ -378,3 +378,13 @@ def test_gated_frames_are_processed_frames_without_instances(
     assert {row["status"] for row in frames} == {"gated"}
     assert {row["num_instances"] for row in frames} == {0}
     assert result.counts["instances"] == 0
+
+
+def test_the_same_inputs_config_and_weights_give_the_same_candidates(
+    checkpoints: Path, drive_log: Path, tmp_path: Path
+) -> None:
+    config = make_config(checkpoints, drive_log, tmp_path)
+    runs = [mine(config, beam_args=IN_MEMORY, ignore_ledger=True) for _ in range(2)]
+    tables = [read_table(run.run_dir, "candidates").drop_columns(["run_id"]) for run in runs]
+    assert tables[0].num_rows > 0
+    assert tables[0].equals(tables[1])
