@@ -50,7 +50,7 @@ from pipelines.ledger import Ledger
 from pipelines.rows import FailuresToRows, InstancesToRows, RunContext
 from pipelines.schema import TABLES
 from pipelines.sinks import TopCandidates, WriteTable, count_rows, read_table
-from pipelines.sources import Plan, SourceError, plan_sources
+from pipelines.sources import Plan, ReadUnit, SourceError, plan_sources, write_plan
 
 __all__ = [
     "ACCEPTS_BEAM_OPTIONS",
@@ -194,7 +194,13 @@ def build_pipeline(
     model_size = tuple(config.models.method.reference_size)
     compression = config.output.compression
 
-    units = pipeline | "FrameSources" >> beam.Create(plan.units, reshuffle=False)
+    plan_file = FileSystems.join(ctx.run_dir, "plan", "units.jsonl")
+    write_plan(plan.units, plan_file)
+    units = (
+        pipeline
+        | "FrameSources" >> beam.io.ReadFromText(plan_file)
+        | "ParseUnits" >> beam.Map(ReadUnit.from_json)
+    )
     unreadable = pipeline | "UnreadableSources" >> beam.Create(plan.failures, reshuffle=False)
     decoded, decode_failures = (
         units

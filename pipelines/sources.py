@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import json
 import logging
 import math
 import os
@@ -25,7 +26,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -43,6 +44,7 @@ __all__ = [
     "local_copy",
     "plan_sources",
     "split_video_uri",
+    "write_plan",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -86,6 +88,25 @@ class ReadUnit:
     def uri(self) -> str:
         first = self.refs[0]
         return first.video_uri or first.uri
+
+    def to_json(self) -> str:
+        """One line of a plan file (see :func:`write_plan`)."""
+        return json.dumps([asdict(ref) for ref in self.refs], separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str) -> ReadUnit:
+        return cls(tuple(FrameRef(**ref) for ref in json.loads(line)))
+
+
+def write_plan(units: Sequence[ReadUnit], path: str) -> None:
+    """Write ``units`` as JSON lines to ``path`` (local or FileSystems URI).
+
+    A run reads its frames from this file instead of carrying them in the job graph, which
+    would outgrow a runner's job-size limit on large logs (Dataflow: 10 MB).
+    """
+    with FileSystems.create(path, mime_type="application/jsonl") as handle:
+        for unit in units:
+            handle.write(unit.to_json().encode() + b"\n")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pipelines.sources import (
     frame_key,
     plan_sources,
     split_video_uri,
+    write_plan,
 )
 
 
@@ -229,3 +230,19 @@ def test_frame_key_and_video_uri_helpers() -> None:
     assert frame_key("drive", 12) == "drive/000012"
     assert split_video_uri("gs://b/v.mp4#frame=30") == ("gs://b/v.mp4", 30)
     assert split_video_uri("gs://b/f.png") is None
+
+
+def test_a_plan_file_round_trips_every_unit(tmp_path) -> None:
+    units = [
+        ReadUnit((FrameRef("a/000000", "/logs/a/0.png", "a", 0, 12.5),)),
+        ReadUnit(
+            tuple(
+                FrameRef(f"v/{i:06d}", f"/v é.mp4#frame={i}", "v", i, None, "/v é.mp4", i)
+                for i in range(3)
+            )
+        ),
+    ]
+    path = str(tmp_path / "plan" / "units.jsonl")
+    write_plan(units, path)
+    lines = (tmp_path / "plan" / "units.jsonl").read_text().splitlines()
+    assert [ReadUnit.from_json(line) for line in lines] == units
