@@ -8,6 +8,7 @@ A run directory holds::
     errors/      one row per input frame that could not be processed, with the reason
     maps/        optional 8-bit PNG score maps and semantic maps referenced by ``frames``
     run.json     run id, config fingerprint, checkpoints, ugains version, counts
+    plan/        units.jsonl: the frames the run set out to mine (read by the workers)
 
 Each table carries its name and version in the Parquet key-value metadata
 (``ugains.table`` / ``ugains.schema_version``) so readers can refuse files they do not know.
