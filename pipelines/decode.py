@@ -3,7 +3,8 @@
 What a frame gets:
 
 - 8-bit RGB/BGR images: used as they are. Grayscale: replicated to three channels. RGBA:
-  alpha dropped. 16-bit: scaled to 8 bits (``value >> 8``).
+  alpha dropped. 16-bit: scaled to 8 bits (``value >> 8``). An EXIF orientation (JPEG, PNG,
+  WebP) is applied, so pixel coordinates refer to the upright image viewers show.
 - Frames with a side below ``inference.min_image_side`` or above ``max_image_side``, empty
   files, files OpenCV cannot decode (corrupt, truncated) and video frames past the end of a
   truncated video: a :class:`FrameFailure` with the reason.
@@ -95,7 +96,10 @@ def decode_image(data: bytes, name: str, *, min_side: int, max_side: int) -> np.
 
     if not data:
         raise FrameDecodeError(f"{name}: file is empty (0 bytes)")
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    # Not IMREAD_UNCHANGED: that flag ignores the EXIF orientation, and the review App (a
+    # browser) shows images upright, so masks and crops would land on a rotated picture.
+    # ANYDEPTH | ANYCOLOR keeps 16-bit and grayscale, applies the orientation, drops alpha.
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if array is None:
         raise FrameDecodeError(f"{name}: not a decodable image (corrupt or truncated file)")
     check_size(array.shape[:2], name, min_side=min_side, max_side=max_side)

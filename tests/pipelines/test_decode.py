@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import apache_beam as beam
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image, ImageOps
 
 from pipelines.decode import DecodeFrames, FrameDecodeError, decode_image, resize_for_model
 from pipelines.sources import FrameRef, ReadUnit
@@ -51,6 +53,29 @@ def test_sixteen_bit_is_scaled_to_eight_bits() -> None:
     deep = np.full((10, 12, 3), 0xABCD, np.uint16)
     rgb = decode_image(png(deep), "d.png", **LIMITS)
     assert (rgb == 0xAB).all()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "WEBP"])
+def test_exif_orientation_is_applied_as_viewers_apply_it(
+    image_format: str, orientation: int
+) -> None:
+    # Pillow's exif_transpose is the reference for "what a viewer shows"; a 10x6 picture
+    # tagged 5..8 comes out 6x10.
+    rgb = np.random.default_rng(orientation).integers(0, 255, (10, 16, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    lossless = {"PNG": {}, "JPEG": {"quality": 100}, "WEBP": {"lossless": True}}[image_format]
+    Image.fromarray(rgb).save(buffer, image_format, exif=exif, **lossless)
+    data = buffer.getvalue()
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+
+    decoded = decode_image(data, f"f.{image_format.lower()}", **LIMITS)
+
+    assert decoded.shape == upright.shape
+    assert decoded.shape[:2] == ((16, 10) if orientation >= 5 else (10, 16))
+    np.testing.assert_array_equal(decoded, upright)
 
 
 @pytest.mark.parametrize(
