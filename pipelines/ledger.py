@@ -8,13 +8,24 @@ folder can shift the indices, while a URI always names the same frame.
 The ledger is updated only after a run's outputs are final (from the tables the run wrote),
 and written to a temporary file first and then renamed, so an interrupted run leaves the
 previous ledger intact and its frames are mined again next time.
+
+Runs of one fingerprint are serialised by :func:`ledger_lock`: a run reads the ledger to
+plan its frames and writes it when it is done, so two overlapping runs (a cron interval
+shorter than a run) would otherwise mine the same new frames twice.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import logging
 import os
+import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +33,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.sinks import read_table
 
-__all__ = ["LEDGER_SCHEMA", "Ledger", "ledger_path"]
+__all__ = ["LEDGER_SCHEMA", "Ledger", "RunInProgressError", "ledger_lock", "ledger_path"]
+
+_LOG = logging.getLogger(__name__)
 
 LEDGER_SCHEMA = pa.schema(
     [
@@ -37,6 +50,61 @@ LEDGER_SCHEMA = pa.schema(
 
 def ledger_path(root: str, fingerprint: str) -> str:
     return FileSystems.join(root, "ledger", f"{fingerprint}.parquet")
+
+
+class RunInProgressError(RuntimeError):
+    """Another run of the same config fingerprint holds the ledger lock."""
+
+
+@contextmanager
+def ledger_lock(root: str, fingerprint: str) -> Iterator[None]:
+    """Hold the run lock of ``fingerprint`` under ``root`` for the duration of the block.
+
+    Local roots: an exclusive ``flock`` on ``<root>/ledger/<fingerprint>.lock``, taken
+    without waiting (a second run raises :class:`RunInProgressError` naming the holder).
+    The kernel drops the lock when the holding process ends, however it ends, so a crashed
+    run never leaves a stale lock behind. Object stores (``gs://``, ``s3://``) have no such
+    primitive in Beam's FileSystems: there the scheduler must not overlap runs (e.g.
+    Airflow's ``max_active_runs=1``), and this logs a reminder.
+    """
+    if FileSystems.get_scheme(root) not in (None, "file"):
+        _LOG.warning(
+            "%s is not a local path: runs of one config are not locked against each other; "
+            "keep the scheduler from overlapping them (e.g. Airflow max_active_runs=1)",
+            root,
+        )
+        yield
+        return
+    folder = os.path.join(root, "ledger")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{fingerprint}.lock")
+    # Never deleted: removing a lock file while another process waits on it splits the lock.
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown process"
+            raise RunInProgressError(
+                f"another run of this config (fingerprint {fingerprint}) is still in progress "
+                f"({holder}; lock {path}); it would mine the same frames, so this run did "
+                "not start"
+            ) from None
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(holder))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass

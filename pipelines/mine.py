@@ -12,8 +12,9 @@ the usual Beam options on the command line; the DaskRunner and the PrismRunner a
 Runs are incremental: frames already in the ledger of the config's fingerprint are skipped;
 when nothing is new, the command says so and exits 0 without creating a run directory. A
 run that fails leaves a run directory without ``run.json`` and does not touch the ledger, so
-the next run mines its frames again. Scheduling is therefore a plain periodic call, e.g.
-cron::
+the next run mines its frames again. While a run of a config is in progress, another run of
+the same config exits 75 (EX_TEMPFAIL) at once without doing anything (local output roots).
+Scheduling is therefore a plain periodic call, e.g. cron::
 
     */30 * * * * cd /srv/ugains && .venv/bin/ugains mine --config mining_configs/fleet.yaml
 
@@ -26,6 +27,7 @@ or an Airflow task::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -46,7 +48,7 @@ from pipelines import __version__
 from pipelines.config import ConfigError, DemoSource, MiningConfig, load_config
 from pipelines.decode import DecodeFrames
 from pipelines.inference import RunUGainS, UGainSModelHandler, stage_checkpoints
-from pipelines.ledger import Ledger
+from pipelines.ledger import Ledger, RunInProgressError, ledger_lock
 from pipelines.rows import FailuresToRows, InstancesToRows, RunContext
 from pipelines.schema import TABLES
 from pipelines.sinks import TopCandidates, WriteTable, count_rows, read_table
@@ -54,6 +56,7 @@ from pipelines.sources import Plan, ReadUnit, SourceError, plan_sources, write_p
 
 __all__ = [
     "ACCEPTS_BEAM_OPTIONS",
+    "EXIT_RUN_IN_PROGRESS",
     "MiningResult",
     "ModelLoadError",
     "RunExistsError",
@@ -84,6 +87,9 @@ _REFUSED_RUNNERS = {
 
 class UnsupportedRunnerError(ValueError):
     """A Beam runner this pipeline refuses to run on."""
+
+
+EXIT_RUN_IN_PROGRESS = 75  # sysexits.h EX_TEMPFAIL: try again later
 
 
 class RunExistsError(ValueError):
@@ -304,64 +310,73 @@ def mine(
     options = pipeline_options(config, beam_args)
     config = with_mining_defaults(expand_demo_sources(config))
     fingerprint = config.fingerprint()
-    seen = (
-        frozenset()
-        if ignore_ledger or not config.output.incremental
-        else Ledger.load(config.output.root, fingerprint).seen(retry_errors=retry_errors)
+    # The lock spans planning (reading the ledger) to recording (writing it), see ledger_lock.
+    lock = (
+        ledger_lock(config.output.root, fingerprint)
+        if config.output.incremental
+        else contextlib.nullcontext()
     )
-    plan = plan_sources(config.sources, skip_uris=seen)
-    if plan.num_frames == 0:
-        return MiningResult(None, None, 0, plan.skipped, seconds=time.perf_counter() - started)
-    if check_models:
-        _check_models(config)
+    with lock:
+        seen = (
+            frozenset()
+            if ignore_ledger or not config.output.incremental
+            else Ledger.load(config.output.root, fingerprint).seen(retry_errors=retry_errors)
+        )
+        plan = plan_sources(config.sources, skip_uris=seen)
+        if plan.num_frames == 0:
+            return MiningResult(None, None, 0, plan.skipped, seconds=time.perf_counter() - started)
+        if check_models:
+            _check_models(config)
 
-    root = config.output.root
-    if FileSystems.get_scheme(root) in (None, "file"):
-        root = os.path.abspath(root)  # map URIs in the tables must not depend on the cwd
-    run_id, run_dir = _new_run_dir(root, run_id, fingerprint)
-    ctx = RunContext(
-        run_id=run_id,
-        run_dir=run_dir,
-        config_fingerprint=fingerprint,
-        ugains_version=__version__,
-        mask2former_checkpoint=_checkpoint_id(
-            config.models.mask2former.checkpoint, config.models.mask2former.architecture
-        ),
-        sam_checkpoint=_checkpoint_id(config.models.sam.checkpoint, config.models.sam.model_type),
-        crop_margin=config.output.crop_margin,
-        min_crop_margin=config.output.min_crop_margin,
-        store_maps=config.output.store_maps,
-        store_semantic=config.output.store_semantic,
-    )
-    _LOG.info(
-        "run %s: %d frames to mine (%d already in the ledger) -> %s",
-        run_id,
-        plan.num_frames,
-        plan.skipped,
-        run_dir,
-    )
-    pipeline = beam.Pipeline(runner=runner_for(options), options=options)
-    build_pipeline(pipeline, config, plan, ctx)
-    result = pipeline.run()
-    result.wait_until_finish()
+        root = config.output.root
+        if FileSystems.get_scheme(root) in (None, "file"):
+            root = os.path.abspath(root)  # map URIs in the tables must not depend on the cwd
+        run_id, run_dir = _new_run_dir(root, run_id, fingerprint)
+        ctx = RunContext(
+            run_id=run_id,
+            run_dir=run_dir,
+            config_fingerprint=fingerprint,
+            ugains_version=__version__,
+            mask2former_checkpoint=_checkpoint_id(
+                config.models.mask2former.checkpoint, config.models.mask2former.architecture
+            ),
+            sam_checkpoint=_checkpoint_id(
+                config.models.sam.checkpoint, config.models.sam.model_type
+            ),
+            crop_margin=config.output.crop_margin,
+            min_crop_margin=config.output.min_crop_margin,
+            store_maps=config.output.store_maps,
+            store_semantic=config.output.store_semantic,
+        )
+        _LOG.info(
+            "run %s: %d frames to mine (%d already in the ledger) -> %s",
+            run_id,
+            plan.num_frames,
+            plan.skipped,
+            run_dir,
+        )
+        pipeline = beam.Pipeline(runner=runner_for(options), options=options)
+        build_pipeline(pipeline, config, plan, ctx)
+        result = pipeline.run()
+        result.wait_until_finish()
 
-    counts = {table: count_rows(run_dir, table) for table in TABLES}
-    mining = MiningResult(
-        run_id,
-        run_dir,
-        plan.num_frames,
-        plan.skipped,
-        counts,
-        _counters(result),
-        time.perf_counter() - started,
-    )
-    _write_run_json(config, ctx, mining)
-    if config.output.incremental:
-        # Read now, not at the start: an overlapping run (cron) may have saved it meanwhile.
-        ledger = Ledger.load(config.output.root, fingerprint)
-        ledger.record_run(run_dir, run_id)
-        ledger.save()
-    return mining
+        counts = {table: count_rows(run_dir, table) for table in TABLES}
+        mining = MiningResult(
+            run_id,
+            run_dir,
+            plan.num_frames,
+            plan.skipped,
+            counts,
+            _counters(result),
+            time.perf_counter() - started,
+        )
+        _write_run_json(config, ctx, mining)
+        if config.output.incremental:
+            # Read again, not reused from the start: --ignore-ledger runs planned without it.
+            ledger = Ledger.load(config.output.root, fingerprint)
+            ledger.record_run(run_dir, run_id)
+            ledger.save()
+        return mining
 
 
 def _write_run_json(config: MiningConfig, ctx: RunContext, result: MiningResult) -> None:
@@ -474,6 +489,10 @@ def run(args: argparse.Namespace) -> int:
     ) as error:
         print(f"ugains mine: {error}", file=sys.stderr)
         return 2
+    except RunInProgressError as error:
+        # Not a failure of this call's input: a scheduler may simply try again later.
+        print(f"ugains mine: {error}", file=sys.stderr)
+        return EXIT_RUN_IN_PROGRESS
     if result.run_dir is None:
         print(
             f"nothing new to mine: all {result.skipped} frames of the sources are in the "

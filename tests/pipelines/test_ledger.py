@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.ledger import Ledger, ledger_path
+from pipelines.ledger import Ledger, RunInProgressError, ledger_lock, ledger_path
 from pipelines.schema import ERRORS_SCHEMA, FRAMES_SCHEMA
 
 
@@ -103,3 +105,48 @@ def test_a_save_interrupted_before_the_rename_leaves_the_previous_ledger(
         ledger.save()
 
     assert Ledger.load(str(tmp_path), "fp").entries == {"a.png": ("log/000000", "ok", "r1")}
+
+
+def test_the_run_lock_is_exclusive_names_its_holder_and_is_released(tmp_path: Path) -> None:
+    root = str(tmp_path / "out")
+    with ledger_lock(root, "fp"):
+        with (
+            pytest.raises(RunInProgressError, match=r"fingerprint fp.*\"pid\": \d+.*fp\.lock"),
+            ledger_lock(root, "fp"),
+        ):
+            pass
+        with ledger_lock(root, "other"):  # one lock per fingerprint
+            pass
+    with ledger_lock(root, "fp"):  # released on leaving the block
+        pass
+
+
+def test_a_run_lock_dies_with_its_process(tmp_path: Path) -> None:
+    # A run killed mid-way must not block the next scheduled run: the kernel drops a flock
+    # when its process ends, whatever the way.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pipelines.ledger import ledger_lock\n"
+            f"with ledger_lock({str(tmp_path)!r}, 'fp'):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        with (
+            pytest.raises(RunInProgressError, match=f'"pid": {holder.pid}'),
+            ledger_lock(str(tmp_path), "fp"),
+        ):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with ledger_lock(str(tmp_path), "fp"):
+        pass

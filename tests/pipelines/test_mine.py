@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -24,8 +25,9 @@ from pipelines.config import MiningConfig, parse_config
 from pipelines.decode import DecodedFrame
 from pipelines.demo import MASK2FORMER_DIR, SAM_FILE, write_checkpoints
 from pipelines.inference import RunUGainS, UGainSModelHandler
-from pipelines.ledger import Ledger
+from pipelines.ledger import Ledger, RunInProgressError, ledger_lock
 from pipelines.mine import (
+    EXIT_RUN_IN_PROGRESS,
     ModelLoadError,
     RunExistsError,
     UnsupportedRunnerError,
@@ -248,7 +250,9 @@ def test_mining_runs_reruns_and_restarts_on_a_changed_config(
     assert third.planned == len(GOOD) + len(BAD)
     assert (third.counts["frames"], third.counts["errors"]) == (len(GOOD), len(BAD))
     assert sorted(p.name for p in (tmp_path / "ledger").iterdir()) == sorted(
-        [f"{config.fingerprint()}.parquet", f"{changed.fingerprint()}.parquet"]
+        f"{fingerprint}.{suffix}"
+        for fingerprint in (config.fingerprint(), changed.fingerprint())
+        for suffix in ("parquet", "lock")  # the lock file stays; the lock itself is gone
     )
 
 
@@ -332,6 +336,30 @@ def test_a_run_never_writes_into_an_existing_run_directory(
     ids = [_new_run_dir(str(tmp_path), None, "fp")[0] for _ in range(3)]
     assert ids == ["T-fp", "T-fp-2", "T-fp-3"]
     assert all((tmp_path / "runs" / run_id).is_dir() for run_id in ids)
+
+
+def test_a_run_of_a_config_already_running_starts_nothing_and_exits_75(
+    checkpoints: Path, drive_log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A cron interval shorter than a run: the second call must not plan the same frames.
+    config = make_config(checkpoints, drive_log, tmp_path)
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    with ledger_lock(str(tmp_path), config.fingerprint()):
+        with pytest.raises(RunInProgressError, match=r"still in progress \(\{\"pid\""):
+            mine(config, beam_args=IN_MEMORY, check_models=False)
+        assert main(["mine", "--config", str(config_file), *IN_MEMORY]) == EXIT_RUN_IN_PROGRESS
+    assert "another run of this config" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "ledger" / f"{config.fingerprint()}.parquet").exists()
+
+    # Runs of another config are not held up by it.
+    other = make_config(checkpoints, drive_log, tmp_path, num_points=1)
+    with (
+        ledger_lock(str(tmp_path), config.fingerprint()),
+        ledger_lock(str(tmp_path), other.fingerprint()),
+    ):
+        pass
 
 
 def test_the_command_refuses_the_dask_runner_with_a_clear_message(
