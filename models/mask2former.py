@@ -21,7 +21,7 @@ import json
 import math
 import numbers
 import pickle
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ __all__ = [
     "encoder_feature_levels",
     "favour_no_object",
     "load_strict",
+    "no_progress_bars",
     "resolve_format",
 ]
 
@@ -602,6 +603,23 @@ def build_mask2former(config: Mask2FormerConfig) -> Mask2FormerSegmenter:
     return Mask2FormerSegmenter(model.eval(), autocast_dtype=autocast_dtype).eval()
 
 
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """Silence transformers' progress bars (one per load or save) inside the block.
+
+    Every Beam worker loads the model; a bar per worker per load is noise in a job's log.
+    """
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _load_huggingface(path: Path) -> Mask2FormerMultiLevelForUniversalSegmentation:
     """``from_pretrained`` of a local directory; any missing or unused weight is an error."""
     if not path.is_dir():
@@ -613,15 +631,16 @@ def _load_huggingface(path: Path) -> Mask2FormerMultiLevelForUniversalSegmentati
     if model_type != "mask2former":
         raise CheckpointError(f"{config_file} has model_type {model_type!r}, not 'mask2former'")
     try:
-        model, info = Mask2FormerMultiLevelForUniversalSegmentation.from_pretrained(
-            path,
-            local_files_only=True,
-            weights_only=True,
-            dtype=torch.float32,
-            # Mismatches are collected and reported below, naming the keys and shapes.
-            ignore_mismatched_sizes=True,
-            output_loading_info=True,
-        )
+        with no_progress_bars():
+            model, info = Mask2FormerMultiLevelForUniversalSegmentation.from_pretrained(
+                path,
+                local_files_only=True,
+                weights_only=True,
+                dtype=torch.float32,
+                # Mismatches are collected and reported below, naming the keys and shapes.
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+            )
     except (OSError, RuntimeError, pickle.UnpicklingError) as error:
         raise CheckpointError(
             f"cannot load Hugging Face Mask2Former from {path}: {error}"

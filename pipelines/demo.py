@@ -151,13 +151,14 @@ def write_untrained_checkpoints(
     import torch
 
     from models.config import Mask2FormerConfig, SamConfig
-    from models.mask2former import build_mask2former, favour_no_object
+    from models.mask2former import build_mask2former, favour_no_object, no_progress_bars
     from models.sam import build_sam
 
     m2f_dir = root / f"UNTRAINED_mask2former_{mask2former_architecture}"
     sam_path = root / f"UNTRAINED_sam_{sam_model_type}.pth"
     config = Mask2FormerConfig(format="random", architecture=mask2former_architecture, seed=seed)
-    favour_no_object(build_mask2former(config)).model.save_pretrained(m2f_dir)
+    with no_progress_bars():
+        favour_no_object(build_mask2former(config)).model.save_pretrained(m2f_dir)
     sam = build_sam(SamConfig(model_type=sam_model_type, seed=seed))
     torch.save(sam.state_dict(), sam_path)
     return m2f_dir, sam_path

@@ -42,7 +42,7 @@ from typing import Any
 import apache_beam as beam
 import yaml
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
 
 from pipelines import __version__
 from pipelines.config import ConfigError, DemoSource, MiningConfig, load_config
@@ -155,9 +155,31 @@ def runner_for(options: PipelineOptions) -> Any:
     """
     name = str(options.view_as(StandardOptions).runner or "DirectRunner")
     if name in ("DirectRunner", "FnApiRunner"):
+        from apache_beam.portability.api import beam_provision_api_pb2
+        from apache_beam.runners.job.utils import dict_to_struct
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+        from apache_beam.runners.portability.fn_api_runner.fn_runner import (
+            ExtendedProvisionInfo,
+        )
 
-        return FnApiRunner()
+        # Worker processes read their log level from the provision info, which the bare
+        # FnApiRunner leaves empty: they would log every gRPC channel they open at INFO.
+        # Ours: Beam at WARNING, ugains' own progress lines at INFO; the options win.
+        worker = options.view_as(WorkerOptions)
+        worker_options = {
+            "default_sdk_harness_log_level": worker.default_sdk_harness_log_level or "WARNING",
+            "sdk_harness_log_level_overrides": {
+                **{package: "INFO" for package in ("pipelines", "models", "transforms")},
+                **(worker.sdk_harness_log_level_overrides or {}),
+            },
+        }
+        provision = beam_provision_api_pb2.ProvisionInfo(
+            retrieval_token="unused-retrieval-token",
+            pipeline_options=dict_to_struct(
+                {f"beam:option:{key}:v1": value for key, value in worker_options.items()}
+            ),
+        )
+        return FnApiRunner(provision_info=ExtendedProvisionInfo(provision))
     return name
 
 

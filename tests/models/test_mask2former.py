@@ -389,6 +389,17 @@ def test_save_pretrained_round_trip_gives_identical_logits(
     _assert_same(got, expected)
 
 
+def test_loading_draws_no_progress_bar_and_leaves_the_setting_as_it_was(
+    saved: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    build_mask2former(Mask2FormerConfig(format="huggingface", checkpoint=str(saved)))
+    assert "Loading weights" not in capfd.readouterr().err  # one bar per worker otherwise
+    assert hf_logging.is_progress_bar_enabled()
+
+
 def _load_dir(path: Path, **fields: object) -> Mask2FormerSegmenter:
     return build_mask2former(
         Mask2FormerConfig(format="huggingface", checkpoint=str(path), **fields)

@@ -36,6 +36,7 @@ from pipelines.mine import (
     make_run_id,
     mine,
     pipeline_options,
+    runner_for,
     with_mining_defaults,
 )
 from pipelines.schema import TABLES
@@ -309,6 +310,38 @@ def test_runner_options_come_from_the_config_and_the_command_line_wins() -> None
     assert options.view_as(DirectOptions).direct_running_mode == "multi_processing"
     assert options.get_all_options()["max_num_workers"] == 3
     assert options.get_all_options()["save_main_session"] is True
+
+
+@pytest.mark.parametrize(
+    ("flags", "level", "overrides"),
+    [
+        ([], "WARNING", {"pipelines": "INFO", "models": "INFO", "transforms": "INFO"}),
+        (
+            [
+                "--default_sdk_harness_log_level=DEBUG",
+                '--sdk_harness_log_level_overrides={"models": "ERROR"}',
+            ],
+            "DEBUG",
+            {"pipelines": "INFO", "models": "ERROR", "transforms": "INFO"},
+        ),
+    ],
+    ids=["defaults", "options-win"],
+)
+def test_direct_runner_workers_log_beam_at_warning_and_ugains_progress_at_info(
+    flags: list[str], level: str, overrides: dict[str, str]
+) -> None:
+    # What the worker subprocess reads: the provision info's options, as JSON in its env.
+    from apache_beam.runners.worker.sdk_worker_main import _load_pipeline_options
+    from google.protobuf import json_format
+
+    runner = runner_for(pipeline_options(parse_config({}), flags))
+    provision = runner._provision_info.provision_info
+    seen = _load_pipeline_options(json_format.MessageToJson(provision.pipeline_options))
+    assert seen == {
+        "default_sdk_harness_log_level": level,
+        "sdk_harness_log_level_overrides": overrides,
+    }
+    assert runner_for(pipeline_options(parse_config({}), ["--runner=FlinkRunner"])) == "FlinkRunner"
 
 
 @pytest.mark.parametrize("runner", ["DaskRunner", "dask", "PrismRunner"])
