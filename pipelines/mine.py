@@ -369,6 +369,7 @@ def mine(
             min_crop_margin=config.output.min_crop_margin,
             store_maps=config.output.store_maps,
             store_semantic=config.output.store_semantic,
+            frames_planned=plan.num_frames,
         )
         _LOG.info(
             "run %s: %d frames to mine (%d already in the ledger) -> %s",

@@ -30,6 +30,7 @@ __all__ = [
     "FRAMES",
     "FailuresToRows",
     "InstancesToRows",
+    "Progress",
     "RunContext",
     "error_row",
     "frame_row",
@@ -39,7 +40,7 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 FRAMES = "frames"
-_PROGRESS_EVERY = 25
+_PROGRESS_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class RunContext:
     min_crop_margin: int = 16
     store_maps: bool = True
     store_semantic: bool = False
+    frames_planned: int | None = None  # the whole run's, for progress lines
 
     def provenance(self) -> dict[str, Any]:
         return {
@@ -202,6 +204,38 @@ def error_row(failure: FrameFailure, ctx: RunContext) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Progress:
+    """A worker's progress line: at most one per ``every`` seconds, with its rate.
+
+    Workers cannot see each other's counts while a job runs (Beam's counters are summed at
+    the end, on the DirectRunner), so each reports its own, next to the run's total.
+    """
+
+    planned: int | None = None
+    every: float = _PROGRESS_SECONDS
+    count: int = 0
+    started: float | None = None
+    reported: float | None = None
+
+    def tick(self, now: float) -> str | None:
+        """Count one frame done at monotonic time ``now``; the line to log, if it is due."""
+        self.count += 1
+        if self.started is None:
+            # The first frame's time includes the model warm-up: rates count from it.
+            self.started = self.reported = now
+            return None
+        assert self.reported is not None
+        if now - self.reported < self.every:
+            return None
+        self.reported = now
+        rate = (self.count - 1) / (now - self.started)
+        total = f" (the run has {self.planned} frames in all)" if self.planned else ""
+        return (
+            f"progress: this worker has processed {self.count} frames, {rate:.1f} frames/s{total}"
+        )
+
+
 @beam.typehints.with_output_types(dict, **{FRAMES: dict})
 class _ToRows(beam.DoFn):
     """``(key, PredictionResult)`` -> instance rows; the frame row on the ``frames`` output."""
@@ -210,7 +244,7 @@ class _ToRows(beam.DoFn):
         self.ctx = ctx
         self.processed = beam.metrics.Metrics.counter("ugains", "frames_processed")
         self.instances = beam.metrics.Metrics.counter("ugains", "instances")
-        self.count = 0
+        self.progress = Progress(ctx.frames_planned)
 
     def process(self, element: tuple[str, PredictionResult]) -> Iterator[Any]:
         start = time.perf_counter()
@@ -240,10 +274,10 @@ class _ToRows(beam.DoFn):
         )
         self.processed.inc()
         self.instances.inc(len(rows))
-        self.count += 1
         _LOG.debug("frame %s: %d instances", frame.ref.key, len(rows))
-        if self.count % _PROGRESS_EVERY == 0:
-            _LOG.info("progress: this worker has processed %d frames", self.count)
+        line = self.progress.tick(time.monotonic())
+        if line:
+            _LOG.info("%s", line)
 
 
 class InstancesToRows(beam.PTransform):

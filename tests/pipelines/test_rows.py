@@ -12,7 +12,7 @@ from pycocotools import mask as mask_utils
 from models.ugains import FrameResult
 from pipelines.decode import DecodedFrame
 from pipelines.inference import compact_result
-from pipelines.rows import RunContext, error_row, frame_row, instance_rows
+from pipelines.rows import Progress, RunContext, error_row, frame_row, instance_rows
 from pipelines.schema import ERRORS_SCHEMA, FRAMES_SCHEMA, INSTANCES_SCHEMA
 from pipelines.sources import FrameFailure, FrameRef
 
@@ -174,3 +174,19 @@ def test_error_row_names_stage_and_reason() -> None:
         "config_fingerprint": "abc",
     }
     assert pa.Table.from_pylist([row], schema=ERRORS_SCHEMA).num_rows == 1
+
+
+def test_progress_lines_come_at_most_every_interval_with_the_rate() -> None:
+    progress = Progress(planned=1000, every=10.0)
+    # Frame 1 at t=0 starts the clock (its time holds the model warm-up).
+    lines = [progress.tick(t) for t in (0.0, 2.0, 4.0, 6.0, 8.0, 9.9, 10.0, 12.0, 30.0)]
+    total = " (the run has 1000 frames in all)"
+    assert lines == [None] * 6 + [
+        "progress: this worker has processed 7 frames, 0.6 frames/s" + total,
+        None,
+        "progress: this worker has processed 9 frames, 0.3 frames/s" + total,
+    ]
+    fast = Progress(every=1.0)
+    assert [fast.tick(t) for t in (0.0, 0.5, 1.0)][-1] == (
+        "progress: this worker has processed 3 frames, 2.0 frames/s"
+    )
