@@ -154,12 +154,38 @@ class UGainS:
         ``instance_ids`` (``[H, W]`` int per frame, 0 = background) is needed only by the
         oracle sampler / mode.
         """
+        return self.run_methods(images, [self.method], instance_ids)[0]
+
+    @torch.inference_mode()
+    def run_methods(
+        self,
+        images: Tensor,
+        methods: Sequence[MethodConfig],
+        instance_ids: Sequence[Tensor] | None = None,
+    ) -> list[list[FrameResult]]:
+        """Several method settings on the same frames, the encoders run once for all.
+
+        Mask2Former, the per-pixel score and SAM's image embeddings do not depend on the
+        mode, sampler or number of points, so an evaluation table (Tables 2, 4, 5) computes
+        them once per frame. Each method's results equal ``UGainS(..., method)(images)``.
+
+        Returns:
+            one list of :class:`FrameResult` per method (in ``methods`` order), each with
+            one result per frame.
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
         if images.dtype != torch.uint8:
             raise ValueError(f"images must be uint8 RGB, got {images.dtype}")
-        method = self.method
-        needs_ids = method.mode == "oracle" or method.sampler == "oracle"
+        for method in methods:
+            if method.score != self.method.score:
+                raise ValueError(
+                    f"method score {method.score!r} differs from the step's "
+                    f"{self.method.score!r}: the shared per-pixel score would be wrong"
+                )
+            if self.prompter is None and method.mode != "rba":
+                raise ValueError(f"mode {method.mode!r} needs a SAM prompter")
+        needs_ids = any(m.mode == "oracle" or m.sampler == "oracle" for m in methods)
         if needs_ids and (instance_ids is None or len(instance_ids) != images.shape[0]):
             raise ValueError("the oracle sampler needs instance_ids for every frame")
         batch, _, height, width = images.shape
@@ -173,35 +199,43 @@ class UGainS:
         semantic = scores.semantic_segmentation(class_logits, mask_logits)
         del mask_logits
         ignore = self._ignore_for(size)
+        ids = [t.to(self.device) for t in instance_ids] if needs_ids else None
         clock.lap("score")
 
-        prompts, gated = [], []
-        for index in range(batch):
-            frame_ids = instance_ids[index].to(self.device) if needs_ids else None
-            frame_prompts, frame_gated = self._prompts(anomaly[index], ignore, frame_ids)
-            prompts.append(frame_prompts)
-            gated.append(frame_gated)
-        clock.lap("sampling")
-
-        segmented = self._segment(images, prompts, size, clock)
-        results = []
-        for index in range(batch):
-            masks, sam_iou, points = segmented[index]
-            results.append(
-                self._finish(
-                    anomaly[index], semantic[index], ignore, masks, sam_iou, points, prompts[index]
+        embeddings: dict[int, Tensor] = {}  # frame index -> SAM embedding, shared by methods
+        per_method = []
+        for method in methods:
+            prompts, gated = [], []
+            for index in range(batch):
+                frame_prompts, frame_gated = self._prompts(
+                    method, anomaly[index], ignore, ids[index] if ids else None
                 )
-                | {"gated": gated[index]}
+                prompts.append(frame_prompts)
+                gated.append(frame_gated)
+            clock.lap("sampling")
+            segmented = self._segment(images, prompts, size, clock, embeddings)
+            per_method.append(
+                [
+                    self._finish(method, anomaly[index], semantic[index], ignore, *segmented[index])
+                    | {"prompt_points": prompts[index].long().cpu(), "gated": gated[index]}
+                    for index in range(batch)
+                ]
             )
-        clock.lap("postprocess")
+            clock.lap("postprocess")
         per_frame = {stage: ms / batch for stage, ms in clock.timings.items()}
-        return [FrameResult(**fields, timings=dict(per_frame)) for fields in results]
+        return [
+            [FrameResult(**fields, timings=dict(per_frame)) for fields in results]
+            for results in per_method
+        ]
 
     def _prompts(
-        self, anomaly: Tensor, ignore: Tensor | None, instance_ids: Tensor | None
+        self,
+        method: MethodConfig,
+        anomaly: Tensor,
+        ignore: Tensor | None,
+        instance_ids: Tensor | None,
     ) -> tuple[Tensor, bool]:
         """The point prompts of one frame ``[P, 2]`` (x, y), and whether it was gated."""
-        method = self.method
         empty = torch.zeros((0, 2), dtype=torch.long, device=anomaly.device)
         if method.mode == "rba":
             return empty, False
@@ -237,8 +271,13 @@ class UGainS:
         prompts: list[Tensor],
         size: tuple[int, int],
         clock: StageClock,
+        embeddings: dict[int, Tensor],
     ) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """SAM masks ``[N, H, W]``, predicted IoU ``[N]`` and prompts ``[N, 2]`` per frame."""
+        """SAM masks ``[N, H, W]``, predicted IoU ``[N]`` and prompts ``[N, 2]`` per frame.
+
+        Frames get their image embedding from ``embeddings`` or, once, from one batched
+        encoder call over the frames that lack one (added to ``embeddings``).
+        """
         device = images.device
         no_masks = (
             torch.zeros((0, *size), dtype=torch.bool, device=device),
@@ -248,26 +287,27 @@ class UGainS:
         out = [(*no_masks, prompts[i]) for i in range(len(prompts))]
         if not wanted:
             return out
-        embeddings = self.prompter.encode(images[wanted])
-        clock.lap("sam_encoder")
-        for embedding, index in zip(embeddings, wanted, strict=True):
-            masks, iou = self.prompter.segment(embedding, prompts[index], size)
+        missing = [i for i in wanted if i not in embeddings]
+        if missing:
+            embeddings.update(zip(missing, self.prompter.encode(images[missing]), strict=True))
+            clock.lap("sam_encoder")
+        for index in wanted:
+            masks, iou = self.prompter.segment(embeddings[index], prompts[index], size)
             out[index] = (masks, iou.float(), prompts[index])
         clock.lap("sam_decoder")
         return out
 
     def _finish(
         self,
+        method: MethodConfig,
         anomaly: Tensor,
         semantic: Tensor,
         ignore: Tensor | None,
         masks: Tensor,
         sam_iou: Tensor,
         points: Tensor,
-        prompts: Tensor,
     ) -> dict:
         """Steps 7-10 for one frame: score, de-duplicate, drop ignored, fuse."""
-        method = self.method
         mask_scores = fusion.mask_scores(anomaly, masks, empty_value=method.empty_mask_score)
         keep = nms.mask_nms(masks, mask_scores, iou_threshold=method.nms_iou_threshold)
         if ignore is not None and keep.numel() > 0:
@@ -288,7 +328,6 @@ class UGainS:
             "scores": mask_scores.float().cpu(),
             "sam_iou": sam_iou[keep].cpu(),
             "points": points[keep].long().cpu(),
-            "prompt_points": prompts.long().cpu(),
         }
 
 

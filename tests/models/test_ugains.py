@@ -192,6 +192,57 @@ def test_oracle_mode_prompts_one_point_per_ground_truth_instance(models, frames)
         step(frames[:1])
 
 
+def test_several_methods_share_one_encoder_pass_and_each_equals_its_own_step(
+    models, frames, monkeypatch
+):
+    segmenter, prompter = models
+    ids = torch.zeros(SIZE, dtype=torch.int64)
+    ids[10:21, 10:31] = 1
+    instance_ids = [ids, ids]
+    methods = [
+        MethodConfig(reference_size=SIZE, mode="rba"),
+        MethodConfig(reference_size=SIZE, num_points=12),
+        MethodConfig(reference_size=SIZE, num_points=5, sampler="random"),
+        MethodConfig(reference_size=SIZE, mode="dense_grid", grid_size=4),
+        MethodConfig(reference_size=SIZE, mode="oracle"),
+    ]
+    separate = [UGainS(segmenter, prompter, method)(frames, instance_ids) for method in methods]
+    # Count the real encoder passes of the shared call.
+    calls = {"mask2former": 0, "sam_encoder": 0}
+    hook = segmenter.register_forward_hook(
+        lambda *_: calls.__setitem__("mask2former", 1 + calls["mask2former"])
+    )
+    encode = prompter.encode
+
+    def counted_encode(images: torch.Tensor) -> torch.Tensor:
+        calls["sam_encoder"] += 1
+        return encode(images)
+
+    monkeypatch.setattr(prompter, "encode", counted_encode)
+    try:
+        shared = make_step(models).run_methods(frames, methods, instance_ids)
+    finally:
+        hook.remove()
+
+    assert calls == {"mask2former": 1, "sam_encoder": 1}
+    assert len(shared) == len(methods)
+    for ours, theirs in zip(shared, separate, strict=True):
+        for got, expected in zip(ours, theirs, strict=True):
+            for name in ("semantic", "anomaly_score", "fused_score", "masks", "scores"):
+                assert torch.equal(getattr(got, name), getattr(expected, name)), name
+            for name in ("sam_iou", "points", "prompt_points"):
+                assert torch.equal(getattr(got, name), getattr(expected, name)), name
+            assert got.gated == expected.gated
+    assert shared[0][0].num_instances == 0  # rba: pixel scores only
+    assert shared[3][0].prompt_points.shape == (16, 2)  # the 4x4 grid
+
+
+def test_methods_sharing_a_pass_must_share_the_pixel_score(models, frames):
+    step = make_step(models)
+    with pytest.raises(ValueError, match="method score 'max_softmax' differs"):
+        step.run_methods(frames, [MethodConfig(reference_size=SIZE, score="max_softmax")])
+
+
 def test_images_must_be_uint8_rgb_batches(models):
     step = make_step(models)
     with pytest.raises(ValueError, match="uint8"):

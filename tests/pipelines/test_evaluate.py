@@ -305,9 +305,9 @@ def test_frames_of_another_size_run_at_the_model_size_and_are_scored_at_label_si
     labels = np.zeros(SIZE, np.uint8)
     labels[10:20, 10:30] = 1
     ids = (labels == 1).astype(np.int32)
-    element = EvalInput(0, "f", model_image, labels, ids)
+    element = EvalInput("f", model_image, labels, ids)
     (result,) = handler.run_inference([element], load_ugains(handler.models))
-    frame = result.inference
+    (frame,) = result.inference  # one evaluation per variant
     assert frame.pixel_scores.shape == SIZE
     assert frame.masks.shape == (0, *SIZE)
     # Reference: the step at the model size, scores upsampled bilinearly (half-pixel centres).
