@@ -215,17 +215,16 @@ class Progress:
     planned: int | None = None
     every: float = _PROGRESS_SECONDS
     count: int = 0
-    started: float | None = None
-    reported: float | None = None
+    started: float = 0.0  # when the first frame was done
+    reported: float = 0.0  # when the last line was due
 
     def tick(self, now: float) -> str | None:
         """Count one frame done at monotonic time ``now``; the line to log, if it is due."""
         self.count += 1
-        if self.started is None:
+        if self.count == 1:
             # The first frame's time includes the model warm-up: rates count from it.
             self.started = self.reported = now
             return None
-        assert self.reported is not None
         if now - self.reported < self.every:
             return None
         self.reported = now
