@@ -1,4 +1,4 @@
-"""The ``ugains`` command line: mine, evaluate, review and weights.
+"""The ``ugains`` command line: mine, evaluate, review, weights, world and train.
 
 Each subcommand lives in its own module exposing ``configure_parser(parser)`` and
 ``run(args) -> int``; modules are imported only when their subcommand is used, so
@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("pipelines.evaluate", "reproduce the paper's metrics on a labelled dataset"),
     "review": ("pipelines.review", "build, browse and export the FiftyOne review dataset"),
     "weights": ("pipelines.weights", "download and list model checkpoints"),
+    "world": ("pipelines.world.cli", "generate the synthetic road world (scenes with known truth)"),
+    "train": ("pipelines.train", "train Mask2Former or SAM on the world or your own data"),
 }
 
 

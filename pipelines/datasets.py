@@ -15,9 +15,14 @@ Layouts (``root`` is the folder given to ``ugains evaluate --data``)::
                      root/frames/<name>.labels/labels_semantic.png            (2 = anomaly)
     smiyc_ra21       root/images/<name>.<jpg|png|webp>
     smiyc_ro21       root/labels_masks/<name>_labels_semantic.png             (0, 1, 255)
+    world            root/images/<key>.png                                    (a split or log of
+                     root/anomaly/<key>.png  (0, 1, 255)                       ``ugains world``)
+                     root/instances/<key>.png (uint16 instance ids)
 
-These are the layouts the RbA and UGainS reference code read. For SegmentMeIfYouCan only the
-validation frames have labels; exactly those (frames with a label file) are evaluated.
+The first four are the layouts the RbA and UGainS reference code read. The world's instance
+ids come from its own instance image, so touching anomalies stay separate instances. For
+SegmentMeIfYouCan only the validation frames have labels; exactly those (frames with a label
+file) are evaluated.
 """
 
 from __future__ import annotations
@@ -31,7 +36,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-DATASETS: tuple[str, ...] = ("fishyscapes_lf", "road_anomaly", "smiyc_ra21", "smiyc_ro21")
+DATASETS: tuple[str, ...] = (
+    "fishyscapes_lf",
+    "road_anomaly",
+    "smiyc_ra21",
+    "smiyc_ro21",
+    "world",
+)
 
 IN_DISTRIBUTION, ANOMALY, VOID = 0, 1, 255
 
@@ -52,6 +63,11 @@ LAYOUTS: dict[str, str] = {
         "<root>/images/<name>.{jpg,png,webp} and <root>/labels_masks/<name>_labels_semantic.png "
         "(0 in-distribution, 1 anomaly, 255 void)"
     ),
+    "world": (
+        "<root>/images/<key>.png, <root>/anomaly/<key>.png (0 in-distribution, 1 anomaly, "
+        "255 void) and <root>/instances/<key>.png (16-bit instance ids), as written by "
+        "`ugains world generate` (a split folder such as <world>/test, or a drive log folder)"
+    ),
 }
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -70,6 +86,7 @@ class EvalEntry:
     name: str
     image_path: str
     label_path: str
+    instance_path: str | None = None  # instance ids image, where the dataset has one
 
 
 @dataclass(frozen=True)
@@ -201,6 +218,31 @@ def _segment_me_if_you_can(root: Path, dataset: str) -> list[EvalEntry]:
     return entries
 
 
+def _world(root: Path) -> list[EvalEntry]:
+    images_dir = _require_dir(root / "images", "world")
+    labels_dir = _require_dir(root / "anomaly", "world")
+    return [
+        EvalEntry(
+            "world",
+            label_path.stem,
+            str(images_dir / label_path.name),
+            str(label_path),
+            str(root / "instances" / label_path.name),
+        )
+        for label_path in sorted(labels_dir.glob("*.png"))
+    ]
+
+
+def read_instance_ids(path: str | Path, labels: np.ndarray) -> np.ndarray:
+    """Instance ids from a 16-bit instance image, kept only on anomaly pixels (``[H, W]`` int32)."""
+    ids = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if ids is None or ids.ndim != 2:
+        raise DatasetError(f"cannot read instance image {path} (missing or not a 1-channel PNG)")
+    if ids.shape != labels.shape:
+        raise DatasetError(f"instance image {path} is {ids.shape}, its labels are {labels.shape}")
+    return np.where(labels == ANOMALY, ids, 0).astype(np.int32)
+
+
 def list_samples(dataset: str, root: str | Path) -> list[EvalEntry]:
     """List the labelled frames of ``dataset`` under ``root``, sorted by name; no pixels read.
 
@@ -217,6 +259,8 @@ def list_samples(dataset: str, root: str | Path) -> list[EvalEntry]:
         entries = _fishyscapes(root)
     elif dataset == "road_anomaly":
         entries = _road_anomaly(root)
+    elif dataset == "world":
+        entries = _world(root)
     else:
         entries = _segment_me_if_you_can(root, dataset)
     if not entries:
@@ -227,8 +271,8 @@ def list_samples(dataset: str, root: str | Path) -> list[EvalEntry]:
     missing = [
         path
         for entry in entries
-        for path in (entry.image_path, entry.label_path)
-        if not Path(path).is_file()
+        for path in (entry.image_path, entry.label_path, entry.instance_path)
+        if path is not None and not Path(path).is_file()
     ]
     if missing:
         raise DatasetError(
@@ -271,4 +315,8 @@ def load_sample(entry: EvalEntry) -> EvalSample:
         labels = normalise_labels(entry.dataset, read_label(entry.label_path))
     except DatasetError as error:
         raise DatasetError(f"{entry.label_path}: {error}") from None
-    return EvalSample(entry.name, entry.image_path, labels, instance_ids_from_labels(labels))
+    if entry.instance_path is not None:
+        instance_ids = read_instance_ids(entry.instance_path, labels)
+    else:
+        instance_ids = instance_ids_from_labels(labels)
+    return EvalSample(entry.name, entry.image_path, labels, instance_ids)

@@ -1,0 +1,1 @@
+"""Training entry points: read datasets from disk, call the loops in ``models.training``."""
