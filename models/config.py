@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.zoo import resolve_zoo_path
 
 
 class StrictModel(BaseModel):
@@ -44,6 +46,11 @@ class Mask2FormerConfig(StrictModel):
     # TORCHINDUCTOR_CACHE_DIR to a persistent directory so later workers reuse the kernels.
     compile: bool = False
 
+    @field_validator("checkpoint")
+    @classmethod
+    def _shipped_checkpoint(cls, checkpoint: str | None) -> str | None:
+        return resolve_zoo_path(checkpoint)  # zoo:<name> -> the packaged file
+
     @model_validator(mode="after")
     def _checkpoint_given(self) -> Mask2FormerConfig:
         if self.format != "random" and not self.checkpoint:
@@ -51,18 +58,25 @@ class Mask2FormerConfig(StrictModel):
         return self
 
 
-SamModelType = Literal["vit_h", "vit_l", "vit_b", "vit_tiny"]
+# vit_tiny: a two-block encoder at 1024 (tests, demo); vit_tiny_512: the same at a 512 input
+# (32x32 grid), the model `ugains train sam` trains on the world.
+SamModelType = Literal["vit_h", "vit_l", "vit_b", "vit_tiny", "vit_tiny_512"]
 
 
 class SamConfig(StrictModel):
     """Segment Anything (DESIGN step 6). ``checkpoint`` null = random init (tests, demo)."""
 
     model_type: SamModelType = "vit_h"
-    checkpoint: str | None = None
+    checkpoint: str | None = None  # a .pth state dict, or zoo:<name> for a shipped one
     seed: int = 0
     # None = on where it pays: bf16 + SDPA attention on CUDA, fp32 reference path on CPU.
     fast_path: bool | None = None
     compile: bool = False  # torch.compile the image encoder (CUDA only; slow first call)
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _shipped_checkpoint(cls, checkpoint: str | None) -> str | None:
+        return resolve_zoo_path(checkpoint)  # zoo:<name> -> the packaged file
 
 
 ScoreName = Literal["rba_nls", "rba", "max_softmax", "entropy", "max_logit", "energy"]

@@ -274,10 +274,12 @@ def write_drive_log(
     rows: list[dict] = []
     writer = None
     if video:
+        folder.parent.mkdir(parents=True, exist_ok=True)
         path = root / "logs" / f"{log_id}.avi"
-        writer = cv2.VideoWriter(
-            str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (scene.width, scene.height)
-        )
+        fourcc = cv2.VideoWriter_fourcc(*"MJPG")
+        writer = cv2.VideoWriter(str(path), fourcc, 10.0, (scene.width, scene.height))
+        if not writer.isOpened():  # pragma: no cover - MJPG is built into every OpenCV
+            raise RuntimeError(f"OpenCV cannot write the MJPG video {path}")
     try:
         for index in range(frames):
             image, semantic, instances = render(scene, travelled=index * SPEED)
