@@ -394,6 +394,16 @@ class Mask2FormerSegmenter(nn.Module):
         """Q, the number of object queries."""
         return int(self.model.config.num_queries)
 
+    def normalize(self, images: Tensor) -> Tensor:
+        """``[B, 3, H, W]`` RGB on the 0-255 scale (any dtype) -> float32 ImageNet-normalised.
+
+        The model's input transform; training (``models.training.mask2former``) calls it too, so
+        that the model sees at inference exactly what it saw in training. Moves to the model's
+        device; does not pad.
+        """
+        images = images.to(self.pixel_mean.device, non_blocking=True)
+        return (images.float() - self.pixel_mean) / self.pixel_std
+
     def forward(
         self, images: Tensor, output_size: tuple[int, int] | None = None
     ) -> tuple[Tensor, Tensor]:
@@ -429,8 +439,7 @@ class Mask2FormerSegmenter(nn.Module):
             )
         output_size = (int(output_size[0]), int(output_size[1]))
 
-        images = images.to(self.pixel_mean.device, non_blocking=True)
-        pixels = (images.float() - self.pixel_mean) / self.pixel_std
+        pixels = self.normalize(images)
         divisor = self.size_divisibility
         pad_h, pad_w = -height % divisor, -width % divisor
         if pad_h or pad_w:

@@ -1,0 +1,429 @@
+"""Mask2Former training: semantic (transformers' own loss), then RbA outlier exposure (OE).
+
+Pure PyTorch. The trainer takes *sources*: sequences whose items are ``(image, labels)`` with
+``image [3, H, W]`` uint8 RGB and ``labels [H, W]`` int64 (train ids ``0..K-1``, 255 void,
+:data:`OUTLIER_ID` on pasted outlier objects). ``pipelines.training.mask2former`` reads them from
+disk.
+
+* **semantic**: every parameter trains on transformers' ``Mask2FormerForUniversalSegmentation``
+  loss (Hungarian matching; class CE + point-sampled mask BCE + dice, weights 2 / 5 / 5, "no
+  object" weight 0.1; the same loss on the prediction before the decoder layer, the "auxiliary"
+  one of the 1-decoder-layer head). :func:`semantic_targets` turns label maps into its inputs.
+* **oe** (RbA, Nayal et al. ICCV 2023, configs ``ckpts/*_rba_ood_*/config.yaml`` of
+  NazirNayal8/RbA): only the class head and the mask-embedding MLP train
+  (:data:`OE_TRAINABLE_PREFIXES`); the loss is the semantic loss on the inlier classes (outlier
+  pixels in no target mask) plus a squared hinge on the RbA score (:func:`outlier_hinge_map`),
+  on the final and the auxiliary prediction alike.
+
+Images go through :meth:`models.mask2former.Mask2FormerSegmenter.normalize`, the inference
+transform. Each step's batch and augmentation come from a generator seeded by ``(seed, step)``
+and the global RNG state is checkpointed, so one seed gives one set of weights on one machine,
+and a killed-then-resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.mask2former import IMAGENET_MEAN, Mask2FormerSegmenter, no_progress_bars
+from models.training.loop import (
+    TrainingProgress,
+    cosine_with_warmup,
+    load_state,
+    save_state,
+    seed_everything,
+)
+from transforms.scores import rba_scores
+
+__all__ = [
+    "OE_TRAINABLE_PREFIXES",
+    "OUTLIER_ID",
+    "VOID_ID",
+    "Source",
+    "TrainConfig",
+    "TrainResult",
+    "augment",
+    "configure_trainable",
+    "export_huggingface",
+    "outlier_hinge_map",
+    "rba_outlier_loss",
+    "semantic_targets",
+    "train_mask2former",
+]
+
+VOID_ID = 255
+OUTLIER_ID = 254
+# RbA's FREEZE_TRANSFORMER_DECODER_EXCEPT_MLP (+ FREEZE_BACKBONE, FREEZE_PIXEL_DECODER): the
+# detectron2 `class_embed` and `mask_embed` MLP, under transformers' names.
+OE_TRAINABLE_PREFIXES = (
+    "class_predictor.",
+    "model.transformer_module.decoder.mask_predictor.mask_embedder.",
+)
+
+_LOG = logging.getLogger(__name__)
+
+Source = Sequence[tuple[Tensor, Tensor]]
+Stage = Literal["semantic", "oe"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training stage: AdamW (Mask2Former's weight decay), RbA's OE loss (see below)."""
+
+    stage: Stage = "semantic"
+    steps: int = 1000
+    batch_size: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 0.05  # not on norms, biases, embeddings (Mask2Former's setting)
+    warmup_steps: int = 0
+    grad_clip: float = 1.0  # full-model gradient norm; 0 = off
+    seed: int = 0
+    checkpoint_every: int = 100
+    size: tuple[int, int] = (256, 512)  # (H, W) of the training crops
+    scale_range: tuple[float, float] = (0.75, 1.25)  # random rescale around "fit the height"
+    flip: bool = True
+    num_classes: int = 19
+    # OE: each sample is drawn from sources[0] (outlier frames) with this probability (RbA's
+    # OOD_PROB 0.5), otherwise from sources[1] (inlier frames) when given.
+    ood_prob: float = 0.5
+    # The score the hinge acts on and its margins. Defaults: UGainS' negative logit sum with
+    # RbA's code defaults for an unnormalised score (INLIER_UPPER_THRESHOLD -1, OUTLIER_LOWER_
+    # THRESHOLD -0.1), bracketing the candidate threshold -0.15. RbA's released models:
+    # "rba" (tanh) with 0 and 5, which leaves the inlier term inactive (score <= 0).
+    outlier_score: Literal["rba", "rba_nls"] = "rba_nls"
+    inlier_threshold: float = -1.0
+    outlier_threshold: float = -0.1
+    outlier_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("semantic", "oe"):
+            raise ValueError(f"stage must be 'semantic' or 'oe', got {self.stage!r}")
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, batch_size and checkpoint_every must be >= 1")
+        if not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(f"scale_range must be 0 < min <= max, got {self.scale_range}")
+
+
+@dataclass
+class TrainResult:
+    """What a call of :func:`train_mask2former` did: steps ``[start_step, step)``."""
+
+    start_step: int
+    step: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)  # every step since step 0
+
+    @property
+    def final_loss(self) -> float:
+        """Mean loss of the last (up to) 50 steps; NaN before any step."""
+        tail = self.losses[-50:]
+        return sum(tail) / len(tail) if tail else float("nan")
+
+
+def semantic_targets(labels: Tensor, num_classes: int = 19) -> tuple[list[Tensor], list[Tensor]]:
+    """Semantic label maps -> transformers' ``mask_labels`` / ``class_labels``.
+
+    Args:
+        labels: ``[B, H, W]`` integer train ids; values outside ``[0, num_classes)`` (void 255,
+            outliers 254, ...) belong to no mask.
+
+    Returns:
+        ``mask_labels``: B float32 tensors ``[N_b, H, W]`` of 0/1, one binary mask per class
+        present in image b, ascending class order; ``class_labels``: B int64 tensors ``[N_b]``.
+    """
+    if labels.ndim != 3 or labels.dtype.is_floating_point:
+        raise ValueError(
+            f"labels must be an integer [B, H, W] tensor, got {labels.dtype} {tuple(labels.shape)}"
+        )
+    classes = torch.arange(num_classes, device=labels.device)
+    one_hot = labels.long().unsqueeze(1) == classes.view(1, -1, 1, 1)  # [B, K, H, W]
+    present = one_hot.flatten(2).any(dim=2)  # [B, K]
+    masks = [one_hot[b, present[b]].float() for b in range(labels.shape[0])]
+    ids = [classes[present[b]] for b in range(labels.shape[0])]
+    return masks, ids
+
+
+def outlier_hinge_map(
+    scores: Tensor,
+    labels: Tensor,
+    *,
+    num_classes: int = 19,
+    inlier_threshold: float = 0.0,
+    outlier_threshold: float = 5.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """RbA's per-pixel squared hinges on an anomaly score (higher = more anomalous).
+
+    Inlier pixels (``0 <= label < num_classes``) pay ``relu(score - inlier_threshold)^2``,
+    outlier pixels (:data:`OUTLIER_ID`) ``relu(outlier_threshold - score)^2``; others pay 0.
+
+    Args:
+        scores: ``[B, H, W]`` float; labels: ``[B, H, W]`` integer.
+
+    Returns:
+        ``(hinge [B, H, W] float, inlier [B, H, W] bool, outlier [B, H, W] bool)``.
+    """
+    if scores.shape != labels.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} differ")
+    inlier = (labels >= 0) & (labels < num_classes)
+    outlier = labels == OUTLIER_ID
+    hinge = torch.where(
+        inlier,
+        F.relu(scores - inlier_threshold) ** 2,
+        torch.where(outlier, F.relu(outlier_threshold - scores) ** 2, torch.zeros_like(scores)),
+    )
+    return hinge, inlier, outlier
+
+
+def rba_outlier_loss(scores: Tensor, labels: Tensor, **thresholds: float) -> Tensor:
+    """RbA's outlier loss: mean inlier hinge, averaged (x 0.5) with the mean outlier hinge.
+
+    As in RbA, the 0.5 applies only when the batch has outlier pixels; a batch without inlier
+    pixels contributes 0 for them (RbA would produce NaN). Arguments: :func:`outlier_hinge_map`.
+    Returns a scalar tensor.
+    """
+    hinge, inlier, outlier = outlier_hinge_map(scores, labels, **thresholds)
+    inlier_term = hinge[inlier].sum() / inlier.sum().clamp(min=1)
+    if not bool(outlier.any()):
+        return inlier_term
+    return 0.5 * (inlier_term + hinge[outlier].mean())
+
+
+def configure_trainable(model: nn.Module, stage: Stage) -> list[str]:
+    """Set ``requires_grad`` for ``stage`` (all for semantic; RbA's heads for oe); return names."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(stage == "semantic" or name.startswith(OE_TRAINABLE_PREFIXES))
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if not names:
+        raise ValueError(f"no parameter of {type(model).__name__} is trainable in stage {stage!r}")
+    return names
+
+
+def augment(
+    image: Tensor,
+    labels: Tensor,
+    size: tuple[int, int],
+    generator: torch.Generator,
+    *,
+    scale_range: tuple[float, float] = (1.0, 1.0),
+    flip: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Random rescale (height fit to ``size[0]`` times a factor), crop/pad to ``size``, flip.
+
+    Args:
+        image: ``[3, H, W]`` uint8 RGB; labels: ``[H, W]`` integer.
+
+    Returns:
+        ``[3, h, w]`` float32 on the 0-255 scale (padding = the ImageNet mean colour, i.e. 0 after
+        normalisation) and ``[h, w]`` int64 (padding = void), ``(h, w) = size``.
+    """
+    out_h, out_w = size
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    low, high = scale_range
+    factor = out_h / height * (low + (high - low) * float(torch.rand((), generator=generator)))
+    new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
+    pixels = image.float()
+    labels = labels.long()
+    if (new_h, new_w) != (height, width):
+        pixels = F.interpolate(
+            pixels[None],
+            size=(new_h, new_w),
+            mode="bilinear",
+            align_corners=False,
+            antialias=factor < 1,
+        )[0]
+        labels = F.interpolate(
+            labels[None, None].float(), size=(new_h, new_w), mode="nearest-exact"
+        )[0, 0].long()
+    pad_h, pad_w = max(0, out_h - new_h), max(0, out_w - new_w)
+    if pad_h or pad_w:
+        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        pixels = F.pad(pixels - mean, (0, pad_w, 0, pad_h)) + mean
+        labels = F.pad(labels, (0, pad_w, 0, pad_h), value=VOID_ID)
+    top = int(torch.randint(0, pixels.shape[-2] - out_h + 1, (), generator=generator))
+    left = int(torch.randint(0, pixels.shape[-1] - out_w + 1, (), generator=generator))
+    pixels = pixels[:, top : top + out_h, left : left + out_w]
+    labels = labels[top : top + out_h, left : left + out_w]
+    if flip and float(torch.rand((), generator=generator)) < 0.5:
+        pixels, labels = pixels.flip(-1), labels.flip(-1)
+    return pixels.contiguous(), labels.contiguous()
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (1 << 63))
+
+
+def _batch(sources: Sequence[Source], config: TrainConfig, step: int) -> tuple[Tensor, Tensor]:
+    """The batch of ``step``: ``[B, 3, h, w]`` float32 0-255 and ``[B, h, w]`` int64."""
+    generator = _step_generator(config.seed, step)
+    images, labels = [], []
+    for _ in range(config.batch_size):
+        pick = 0
+        if config.stage == "oe" and len(sources) > 1:
+            pick = 0 if float(torch.rand((), generator=generator)) < config.ood_prob else 1
+        source = sources[pick]
+        image, label = source[int(torch.randint(0, len(source), (), generator=generator))]
+        image, label = augment(
+            image, label, config.size, generator, scale_range=config.scale_range, flip=config.flip
+        )
+        images.append(image)
+        labels.append(label)
+    return torch.stack(images), torch.stack(labels)
+
+
+def _outlier_term(outputs: object, labels: Tensor, config: TrainConfig) -> Tensor:
+    """RbA outlier loss on the final and every auxiliary prediction (RbA's deep supervision)."""
+    predictions = [(outputs.class_queries_logits, outputs.masks_queries_logits)]
+    predictions += [
+        (a["class_queries_logits"], a["masks_queries_logits"])
+        for a in outputs.auxiliary_logits or []
+    ]
+    total = labels.new_zeros((), dtype=torch.float32)
+    for class_logits, mask_logits in predictions:
+        score = rba_scores(class_logits, mask_logits, tanh=config.outlier_score == "rba")
+        # RbA scores at mask resolution, then upsamples the score to the labels.
+        score = F.interpolate(
+            score[:, None], size=labels.shape[-2:], mode="bilinear", align_corners=False
+        )[:, 0]
+        total = total + rba_outlier_loss(
+            score,
+            labels,
+            num_classes=config.num_classes,
+            inlier_threshold=config.inlier_threshold,
+            outlier_threshold=config.outlier_threshold,
+        )
+    return total
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        flat = parameter.ndim <= 1 or "embed" in name or "relative_position_bias_table" in name
+        (no_decay if flat else decay).append(parameter)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _comparable(config: TrainConfig) -> dict[str, object]:
+    """The config fields a resumed run must share with the saved one."""
+    fields = asdict(config)
+    fields.pop("checkpoint_every")
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+
+
+def train_mask2former(
+    model: nn.Module,
+    sources: Sequence[Source],
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` (a ``Mask2FormerForUniversalSegmentation``) in place for one stage.
+
+    Resumes from ``run_dir/state.pt`` when present (its config must match), writes it every
+    ``config.checkpoint_every`` steps and after the last one. ``sources``: semantic =
+    ``[inlier frames]``; oe = ``[outlier frames]`` or ``[outlier frames, inlier frames]``.
+    ``stop_after``: stop after that step as if killed (tests). Leaves ``model`` in eval mode.
+    """
+    if not sources or any(len(s) == 0 for s in sources):
+        raise ValueError("every training source must hold at least one frame")
+    seed_everything(config.seed)
+    configure_trainable(model, config.stage)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    scheduler = cosine_with_warmup(optimizer, config.steps, config.warmup_steps)
+    start, extra = load_state(run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
+    if start and extra.get("config") != _comparable(config):
+        raise ValueError(
+            f"{Path(run_dir) / 'state.pt'}: saved by a run with another config "
+            f"({extra.get('config')}); use a new --out or the same settings"
+        )
+    losses: list[float] = list(extra.get("losses", []))
+    device = next(model.parameters()).device
+    normalizer = Mask2FormerSegmenter(model).to(device)
+    model.train()
+    if config.stage == "oe":  # frozen feature extractor: no drop-path noise
+        model.model.pixel_level_module.eval()
+    end = config.steps if stop_after is None else min(config.steps, stop_after)
+    began = time.perf_counter()
+    with TrainingProgress(
+        config.steps, start, f"mask2former {config.stage}", enabled=progress
+    ) as bar:
+        for step in range(start, end):
+            images, labels = _batch(sources, config, step)
+            labels = labels.to(device)
+            mask_labels, class_labels = semantic_targets(labels, config.num_classes)
+            outputs = model(
+                pixel_values=normalizer.normalize(images),
+                mask_labels=mask_labels,
+                class_labels=class_labels,
+                output_auxiliary_logits=config.stage == "oe",
+            )
+            loss = outputs.loss
+            parts = {}
+            if config.stage == "oe":
+                outlier = _outlier_term(outputs, labels, config)
+                parts = {"semantic": loss.item(), "outlier": outlier.item()}
+                loss = loss + config.outlier_weight * outlier
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            bar.update(losses[-1], lr=scheduler.get_last_lr()[0], **parts)
+            done = step + 1
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                save_state(
+                    run_dir,
+                    model=model,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    step=done,
+                    extra={"config": _comparable(config), "losses": losses},
+                )
+                recent = losses[-config.checkpoint_every :]
+                _LOG.info(
+                    "mask2former %s: step %d/%d, mean loss %.4f, %.2f s/step, saved %s",
+                    config.stage,
+                    done,
+                    config.steps,
+                    sum(recent) / len(recent),
+                    (time.perf_counter() - began) / (done - start),
+                    run_dir,
+                )
+    model.eval()
+    return TrainResult(start, max(start, end), time.perf_counter() - began, losses)
+
+
+def export_huggingface(
+    model: nn.Module, directory: str | Path, *, dtype: torch.dtype = torch.float16
+) -> Path:
+    """``save_pretrained`` a copy of ``model`` in ``dtype`` (safetensors); ``model`` is untouched.
+
+    ``models.mask2former.build_mask2former(Mask2FormerConfig(format="huggingface",
+    checkpoint=directory))`` loads it back in float32.
+    """
+    directory = Path(directory)
+    clone = copy.deepcopy(model).to(dtype)
+    for parameter in clone.parameters():
+        parameter.requires_grad_(True)
+    with no_progress_bars():
+        clone.save_pretrained(directory, safe_serialization=True)
+    return directory
