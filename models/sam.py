@@ -3,7 +3,10 @@
 :func:`build_sam` builds the ``segment_anything`` :class:`~segment_anything.modeling.Sam` of a
 registry name (``vit_h`` / ``vit_l`` / ``vit_b``) from a user's checkpoint, or randomly
 initialised from a seed; ``vit_tiny`` is the same SAM with a two-block image encoder so that
-pipeline tests and the demo run on a CPU (it has no checkpoint).
+pipeline tests and the demo run on a CPU (it has no checkpoint), and ``vit_tiny_512`` is that
+encoder at a 512-pixel input (a 32x32 embedding grid), the size ``ugains train sam`` trains for
+the world's frames. Every geometry (resize, padding, point scaling, mask sizes) is read from the
+model, so the prompter serves any input size; the registry models keep 1024.
 
 :class:`SamPrompter` is the thin predictor UGainS uses: it encodes a batch of frames at once
 and decodes all point prompts of a frame in ONE mask-decoder call (up to 256 prompts; a dense
@@ -56,11 +59,12 @@ __all__ = [
     "build_sam",
     "build_sam_model",
     "load_sam_checkpoint",
+    "preprocess_frames",
     "resized_size",
     "use_sdpa_attention",
 ]
 
-IMAGE_SIZE = 1024  # SAM's square encoder input; the longest frame side is resized to it
+IMAGE_SIZE = 1024  # the registry SAMs' square encoder input; the longest side is resized to it
 PATCH_SIZE = 16
 PROMPT_EMBED_DIM = 256
 # SAM normalises with the ImageNet mean / std on the 0-255 scale (RGB).
@@ -80,14 +84,23 @@ _MAX_PROMPTS_PER_CALL = 256
 class SamArchitecture:
     """The image-encoder hyper-parameters that tell SAM's variants apart.
 
-    Everything else (1024 input, 16-pixel patches, window 14, 256-channel neck, prompt encoder
-    and mask decoder) is shared by all variants.
+    ``image_size`` is the square encoder input (the longest frame side is resized to it); the
+    embedding grid is ``image_size / 16`` and the low-resolution masks ``image_size / 4`` a side.
+    Everything else (16-pixel patches, window 14, 256-channel neck, prompt encoder and mask
+    decoder) is shared by all variants.
     """
 
     embed_dim: int
     depth: int
     num_heads: int
     global_attn_indexes: tuple[int, ...]
+    image_size: int = IMAGE_SIZE
+
+    def __post_init__(self) -> None:
+        if self.image_size <= 0 or self.image_size % PATCH_SIZE:
+            raise ValueError(
+                f"image_size must be a positive multiple of {PATCH_SIZE}, got {self.image_size}"
+            )
 
 
 SAM_ARCHITECTURES: dict[str, SamArchitecture] = {
@@ -97,6 +110,9 @@ SAM_ARCHITECTURES: dict[str, SamArchitecture] = {
     "vit_b": SamArchitecture(768, 12, 12, (2, 5, 8, 11)),
     # Tests and the demo: one windowed and one global block keep both attention kinds covered.
     "vit_tiny": SamArchitecture(128, 2, 4, (1,)),
+    # The same encoder at a 512-pixel input (32x32 grid): trained on the world by `ugains train
+    # sam` (its 256x512 frames are resized 2x, as 1024x2048 frames are halved for ViT-H).
+    "vit_tiny_512": SamArchitecture(128, 2, 4, (1,), image_size=512),
 }
 
 
@@ -115,10 +131,11 @@ def build_sam_model(model_type: str) -> Sam:
             f"model_type must be one of {sorted(SAM_ARCHITECTURES)}, got {model_type!r}"
         )
     arch = SAM_ARCHITECTURES[model_type]
-    grid = IMAGE_SIZE // PATCH_SIZE
+    size = arch.image_size
+    grid = size // PATCH_SIZE
     sam = Sam(
         image_encoder=ImageEncoderViT(
-            img_size=IMAGE_SIZE,
+            img_size=size,
             patch_size=PATCH_SIZE,
             embed_dim=arch.embed_dim,
             depth=arch.depth,
@@ -134,7 +151,7 @@ def build_sam_model(model_type: str) -> Sam:
         prompt_encoder=PromptEncoder(
             embed_dim=PROMPT_EMBED_DIM,
             image_embedding_size=(grid, grid),
-            input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
+            input_image_size=(size, size),
             mask_in_chans=16,
         ),
         mask_decoder=MaskDecoder(
@@ -157,6 +174,8 @@ def load_sam_checkpoint(sam: Sam, path: str | os.PathLike[str]) -> None:
 
     The file is read with ``torch.load(..., weights_only=True)`` onto the CPU. Every parameter
     and persistent buffer of ``sam`` must be in the file with its shape, and nothing else.
+    Floating-point tensors may have another dtype (e.g. float16 exports): they are cast to the
+    model's dtype on loading.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -186,20 +205,27 @@ def load_sam_checkpoint(sam: Sam, path: str | os.PathLike[str]) -> None:
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     )
+    mistyped = sorted(
+        f"{k} {state[k].dtype} (model {v.dtype})"
+        for k, v in expected.items()
+        if k in state and v.is_floating_point() and not state[k].is_floating_point()
+    )
     problems = [
         f"{label} ({len(keys)}): {_abbreviate(keys)}"
         for label, keys in (
             ("missing keys", missing),
             ("unexpected keys", unexpected),
             ("shape mismatches", mismatched),
+            ("non-float tensors for float weights", mistyped),
         )
         if keys
     ]
     if problems:
         raise CheckpointError(
             f"SAM checkpoint {path!r} does not fit the {type(sam.image_encoder).__name__} with "
-            f"embed_dim {sam.image_encoder.patch_embed.proj.out_channels} and "
-            f"{len(sam.image_encoder.blocks)} blocks (is model_type right?); " + "; ".join(problems)
+            f"embed_dim {sam.image_encoder.patch_embed.proj.out_channels}, "
+            f"{len(sam.image_encoder.blocks)} blocks and a {sam.image_encoder.img_size}-pixel "
+            "input (is model_type right?); " + "; ".join(problems)
         )
     sam.load_state_dict(state, strict=True)
 
@@ -293,10 +319,30 @@ def resized_size(height: int, width: int, long_side: int = IMAGE_SIZE) -> tuple[
     """``(h, w)`` of a ``height`` x ``width`` frame resized to longest side ``long_side``.
 
     SAM's rounding (``ResizeLongestSide.get_preprocess_shape``): 256x512 -> 512x1024,
-    1024x2048 -> 512x1024, 37x91 -> 416x1024.
+    1024x2048 -> 512x1024, 37x91 -> 416x1024; with ``long_side=512``: 256x512 -> 256x512.
     """
     h, w = ResizeLongestSide.get_preprocess_shape(height, width, long_side)
     return int(h), int(w)
+
+
+def preprocess_frames(sam: Sam, images: Tensor) -> Tensor:
+    """``sam``'s encoder input ``[B, 3, S, S]`` float32 from uint8 RGB ``[B, 3, H, W]``.
+
+    ``S = sam.image_encoder.img_size``. Resize to longest side ``S`` (torchvision, bilinear,
+    antialiased, on uint8), ``(x - mean) / std`` with ``sam``'s pixel statistics, zero padding
+    at the bottom / right. Runs on ``images``' device (the pixel statistics follow it); the
+    result is the ``SamPrompter.preprocess`` of the same frames, and what ``ugains train sam``
+    feeds the encoder, so training and inference see one geometry.
+    """
+    size = sam.image_encoder.img_size
+    height, width = images.shape[-2:]
+    h, w = resized_size(height, width, size)
+    x = images
+    if (h, w) != (height, width):
+        x = TF.resize(x, [h, w], antialias=True)
+    mean = sam.pixel_mean.to(x.device, torch.float32)
+    std = sam.pixel_std.to(x.device, torch.float32)
+    return F.pad((x.float() - mean) / std, (0, size - w, 0, size - h))
 
 
 class SamPrompter:
@@ -336,7 +382,7 @@ class SamPrompter:
                     stacklevel=2,
                 )
             else:
-                # Fixed shapes (dynamic=False): the encoder always sees [B, 3, 1024, 1024].
+                # Fixed shapes (dynamic=False): the encoder always sees [B, 3, S, S].
                 self._encoder = torch.compile(sam.image_encoder, dynamic=False)
                 self.compiled = True
         self.image_size: int = sam.image_encoder.img_size
@@ -355,9 +401,10 @@ class SamPrompter:
         return contextlib.nullcontext()
 
     def preprocess(self, images: Tensor) -> Tensor:
-        """SAM's encoder input ``[B, 3, 1024, 1024]`` float32 from uint8 RGB ``[B, 3, H, W]``.
+        """SAM's encoder input ``[B, 3, S, S]`` float32 from uint8 RGB ``[B, 3, H, W]``.
 
-        As ``SamPredictor.set_image``: resize to longest side 1024 (bilinear, antialiased),
+        ``S`` = :attr:`image_size` (1024 for the registry models, 512 for ``vit_tiny_512``).
+        As ``SamPredictor.set_image``: resize to longest side ``S`` (bilinear, antialiased),
         rounded back to uint8, then ``(x - mean) / std`` and zero padding at the bottom / right.
         SamPredictor resizes with PIL; torchvision's antialiased uint8 resize used here equals
         PIL's bit for bit when the scale is 2 and differs by at most one grey level on about
@@ -365,17 +412,13 @@ class SamPrompter:
         and is rounded to uint8, with the same tolerance.
         """
         _check_images(images)
-        height, width = images.shape[-2:]
-        h, w = resized_size(height, width, self.image_size)
-        x = images.to(self.device, non_blocking=True)
-        if (h, w) != (height, width):
-            x = TF.resize(x, [h, w], antialias=True)
-        x = (x.float() - self.sam.pixel_mean.float()) / self.sam.pixel_std.float()
-        return F.pad(x, (0, self.image_size - w, 0, self.image_size - h))
+        return preprocess_frames(self.sam, images.to(self.device, non_blocking=True))
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
-        """Image embeddings ``[B, 256, 64, 64]`` float32 of uint8 RGB frames ``[B, 3, H, W]``.
+        """Image embeddings ``[B, 256, g, g]`` float32 of uint8 RGB frames ``[B, 3, H, W]``.
+
+        ``g = S / 16`` (:attr:`embedding_shape`): 64 for the registry models, 32 at 512.
 
         ``images`` may be on any device; they are moved to :attr:`device`.
         """
@@ -397,7 +440,8 @@ class SamPrompter:
         256 prompts when ``N`` is larger, to bound the decoder's memory).
 
         Args:
-            embedding: ``[256, 64, 64]`` float, one frame's row of :meth:`encode`.
+            embedding: ``[256, g, g]`` float (:attr:`embedding_shape`), one frame's row of
+                :meth:`encode`.
             points: ``[N, 2]`` (x, y) frame-pixel coordinates, integer or float, each a positive
                 point with ``0 <= x <= W - 1`` and ``0 <= y <= H - 1``.
             frame_size: ``(H, W)`` of the frame the points and masks refer to.
@@ -405,7 +449,7 @@ class SamPrompter:
                 logits (to be passed to :meth:`upsample_masks` later).
 
         Returns:
-            ``masks``: ``[N, H, W]`` bool (``"full"``) or ``[N, 256, 256]`` float32 logits
+            ``masks``: ``[N, H, W]`` bool (``"full"``) or ``[N, 4g, 4g]`` float32 logits
             (``"low"``), the best of SAM's three masks by predicted IoU; ``iou``: ``[N]`` float32
             predicted IoU of that mask. Both on :attr:`device`.
         """
@@ -443,7 +487,7 @@ class SamPrompter:
                     sparse_prompt_embeddings=sparse[part],
                     dense_prompt_embeddings=dense[part],
                     multimask_output=True,
-                )  # [n, 3, 256, 256], [n, 3]
+                )  # [n, 3, 4g, 4g], [n, 3]
             best = predicted.argmax(dim=1)
             rows = torch.arange(best.shape[0], device=device)
             low_res[part] = logits[rows, best]
@@ -454,10 +498,10 @@ class SamPrompter:
 
     @torch.no_grad()
     def upsample_masks(self, low_res_logits: Tensor, frame_size: tuple[int, int]) -> Tensor:
-        """Binary frame-size masks ``[N, H, W]`` bool from low-res logits ``[N, 256, 256]``.
+        """Binary frame-size masks ``[N, H, W]`` bool from low-res logits ``[N, 4g, 4g]``.
 
         As ``Sam.postprocess_masks`` followed by ``> mask_threshold`` (0): bilinear
-        (align_corners=False) to 1024x1024, crop the padding, bilinear to ``frame_size``.
+        (align_corners=False) to ``S x S``, crop the padding, bilinear to ``frame_size``.
         Computed in float32, in chunks of masks to bound the memory of the float maps.
         """
         height, width = _check_frame_size(frame_size)
@@ -510,7 +554,7 @@ class SamPrompter:
         ]
 
     def _empty(self, frame_size: tuple[int, int], output: str) -> tuple[Tensor, Tensor]:
-        """The result of zero prompts: ``[0, H, W]`` bool (or ``[0, 256, 256]``), ``[0]``."""
+        """The result of zero prompts: ``[0, H, W]`` bool (or ``[0, 4g, 4g]``), ``[0]``."""
         iou = torch.zeros(0, dtype=torch.float32, device=self.device)
         if output == "low":
             return torch.zeros((0, *self.low_res_size), device=self.device), iou

@@ -62,7 +62,7 @@ def _reference(
         predictor.set_image(image[0].permute(1, 2, 0).numpy())
     else:
         predictor.original_size = tuple(image.shape[-2:])
-        predictor.input_size = resized_size(*image.shape[-2:])
+        predictor.input_size = resized_size(*image.shape[-2:], sam.image_encoder.img_size)
         predictor.features = embedding[None]
         predictor.is_image_set = True
     masks, ious = [], []
@@ -127,6 +127,96 @@ def test_vit_tiny_is_sam_with_a_two_block_encoder(tiny_sam) -> None:
     tiny = tiny_sam.state_dict()
     decoder_keys = [k for k in vit_b if not k.startswith("image_encoder.")]
     assert all(tiny[k].shape == vit_b[k].shape for k in decoder_keys)
+
+
+@pytest.fixture(scope="module")
+def sam_512():
+    """Seeded random-init vit_tiny_512 on the CPU (tests must not modify it)."""
+    return build_sam(SamConfig(model_type="vit_tiny_512", seed=0))
+
+
+def test_vit_tiny_512_is_vit_tiny_at_a_512_input(tiny_sam, sam_512) -> None:
+    assert SAM_ARCHITECTURES["vit_tiny"].image_size == 1024
+    assert all(SAM_ARCHITECTURES[m].image_size == 1024 for m in ("vit_h", "vit_l", "vit_b"))
+    assert SAM_ARCHITECTURES["vit_tiny_512"].image_size == 512
+    encoder = sam_512.image_encoder
+    assert encoder.img_size == 512
+    assert tuple(encoder.pos_embed.shape) == (1, 32, 32, 128)
+    assert [block.window_size for block in encoder.blocks] == [14, 0]
+    assert sam_512.prompt_encoder.image_embedding_size == (32, 32)
+    assert sam_512.prompt_encoder.input_image_size == (512, 512)
+    assert sam_512.prompt_encoder.mask_input_size == (128, 128)
+    # Only the grid-sized tensors differ from vit_tiny: the position embedding and the
+    # relative-position tables of the global block (2 * 32 - 1 rows instead of 2 * 64 - 1).
+    small, large = sam_512.state_dict(), tiny_sam.state_dict()
+    assert small.keys() == large.keys()
+    differing = sorted(k for k in small if small[k].shape != large[k].shape)
+    assert differing == [
+        "image_encoder.blocks.1.attn.rel_pos_h",
+        "image_encoder.blocks.1.attn.rel_pos_w",
+        "image_encoder.pos_embed",
+    ]
+    assert tuple(small["image_encoder.blocks.1.attn.rel_pos_h"].shape) == (63, 32)
+
+
+def test_image_size_must_be_a_multiple_of_the_patch() -> None:
+    with pytest.raises(ValueError, match="multiple of 16"):
+        sam_module.SamArchitecture(128, 2, 4, (1,), image_size=500)
+
+
+def test_prompter_takes_its_geometry_from_a_512_model(sam_512) -> None:
+    prompter = SamPrompter(sam_512)
+    assert prompter.image_size == 512
+    assert prompter.embedding_shape == (256, 32, 32)
+    assert prompter.low_res_size == (128, 128)
+    image, points = _frame(256, 512, seed=6), _points(256, 512, 8, seed=6)
+    # 256x512 fills the 512 input's top half unresized: plain normalisation, zero padding.
+    x = prompter.preprocess(image)
+    assert x.shape == (1, 3, 512, 512)
+    torch.testing.assert_close(x[:, :, :256], sam_512.preprocess(image.float())[:, :, :256])
+    assert not x[:, :, 256:].any()
+    embedding = prompter.encode(image)[0]
+    assert embedding.shape == (256, 32, 32)
+    masks, iou = prompter.segment(embedding, points, (256, 512))
+    assert masks.shape == (8, 256, 512)
+    assert masks.dtype == torch.bool
+    assert iou.shape == (8,)
+    low, low_iou = prompter.segment(embedding, points, (256, 512), output="low")
+    assert low.shape == (8, 128, 128)
+    assert torch.equal(prompter.upsample_masks(low, (256, 512)), masks)
+    torch.testing.assert_close(low_iou, iou)
+    # A frame of another size: points are scaled by 512 / its long side, masks come back at
+    # its size; everything agrees with SamPredictor (which reads the size off the model).
+    for size, seed in (((256, 512), 6), ((96, 160), 7)):
+        frame, prompts = _frame(*size, seed=seed), _points(*size, 6, seed=seed)
+        ours, ours_iou = prompter(frame, [prompts])[0]
+        assert ours.shape == (6, *size)
+        expected, expected_iou = _reference(sam_512, frame, prompts)
+        assert _mask_iou(ours, expected).min().item() >= 0.99
+        np.testing.assert_allclose(ours_iou.numpy(), expected_iou, rtol=1e-4, atol=1e-5)
+        coverage = ours.float().mean(dim=(1, 2))
+        assert bool(((coverage > 0.01) & (coverage < 0.99)).all())
+
+
+def test_checkpoints_of_the_two_input_sizes_are_not_interchangeable(tmp_path) -> None:
+    path = tmp_path / "sam_vit_tiny.pth"
+    torch.save(build_sam(SamConfig(model_type="vit_tiny")).state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"512-pixel input.*pos_embed"):
+        build_sam(SamConfig(model_type="vit_tiny_512", checkpoint=str(path)))
+
+
+def test_float16_checkpoint_loads_into_the_float32_model(tmp_path) -> None:
+    source = build_sam(SamConfig(model_type="vit_tiny_512", seed=3)).state_dict()
+    path = tmp_path / "sam_half.pth"
+    torch.save({k: v.half() for k, v in source.items()}, path)
+    loaded = build_sam(SamConfig(model_type="vit_tiny_512", seed=0, checkpoint=str(path)))
+    for key, value in loaded.state_dict().items():
+        assert value.dtype == torch.float32, key
+        torch.testing.assert_close(value, source[key].half().float(), rtol=0, atol=0)
+    bad = tmp_path / "sam_int.pth"
+    torch.save({k: v.long() if k.endswith("pos_embed") else v for k, v in source.items()}, bad)
+    with pytest.raises(CheckpointError, match="non-float"):
+        build_sam(SamConfig(model_type="vit_tiny_512", checkpoint=str(bad)))
 
 
 def test_unknown_model_type_is_rejected() -> None:
@@ -214,6 +304,8 @@ def test_unreadable_checkpoints(tmp_path) -> None:
 def test_resized_size_is_sams_rounding(height: int, width: int, resized: tuple[int, int]) -> None:
     assert resized_size(height, width) == resized
     assert resized == ResizeLongestSide(1024).get_preprocess_shape(height, width, 1024)
+    half = ResizeLongestSide(512).get_preprocess_shape(height, width, 512)
+    assert resized_size(height, width, 512) == half
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,441 @@
+"""Training a SAM for single-point prompts (Kirillov et al. 2023, the single-point part).
+
+Per image of a batch: ``P`` positive points, each drawn uniformly inside a ground-truth segment
+chosen uniformly among the image's segments; the image encoder runs once per image, the prompt
+encoder and mask decoder once over all its points (``multimask_output=True``). The loss is
+``20 * focal + 1 * dice`` of the best of the three masks (the lowest mask loss per prompt) plus
+the MSE between the predicted IoU of each of the three masks and its actual IoU.
+
+Geometry: frames are preprocessed exactly as :class:`models.sam.SamPrompter` does at inference
+(:func:`models.sam.preprocess_frames`: resize to longest side ``S``, normalise, pad), points are
+scaled like its ``segment``, and the loss is taken on the decoder's low-resolution grid
+(``S / 4`` a side): the ground truth is resized with the frame, padded, and 4x4 average-pooled
+(a cell is foreground when at least half of it is). Padding and void cells are left out of the
+loss and of the IoU.
+
+Every random draw of step ``s`` (flips, points) comes from a generator seeded by
+``(seed, s)``, and batches are asked for by step (``batches(start_step)``), so a run killed and
+resumed from its ``state.pt`` reaches the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+from torch import Tensor
+
+from models.sam import preprocess_frames, resized_size
+from models.training.loop import (
+    TrainingProgress,
+    cosine_with_warmup,
+    load_state,
+    save_state,
+    seed_everything,
+)
+
+__all__ = [
+    "SamBatchLoss",
+    "SamTrainingConfig",
+    "SamTrainingResult",
+    "batch_loss",
+    "export_sam_weights",
+    "low_res_targets",
+    "sam_losses",
+    "sample_points",
+    "step_generator",
+    "train_sam",
+]
+
+VOID = -1  # segment id of pixels that belong to no segment (left out of the loss)
+_PAD = -2  # segment id of the encoder input's padding
+
+
+@dataclass(frozen=True)
+class SamTrainingConfig:
+    """Recipe of a run. The defaults suit a from-scratch ``vit_tiny_512`` on one CPU thread."""
+
+    steps: int = 1000
+    batch_size: int = 2
+    points_per_image: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    focal_weight: float = 20.0
+    # Weight of the foreground pixels in the focal loss (the background gets 1 - alpha); None =
+    # unweighted (RetinaNet's 0.25 favours the empty masks a from-scratch model falls into).
+    focal_alpha: float | None = None
+    dice_weight: float = 1.0
+    iou_weight: float = 1.0
+    # A prompt's segment is drawn with probability proportional to (its pixel count)^power:
+    # 0 = uniform over segments (SAM's "a point in each mask"), 1 = uniform over pixels. On the
+    # world (~20 segments a frame, most of them tiny) from-scratch runs with 0 or 0.5 collapsed
+    # to empty, prompt-independent masks within 100 steps; with 1 the IoU rose (0.01 -> 0.15 in
+    # 120 steps at lr 2e-3). Lower it when fine-tuning a model that already localises.
+    segment_power: float = 1.0
+    hflip: bool = True  # flip each image (and its segments) left-right with probability 1/2
+    # bf16 autocast of the image encoder and mask decoder (prompt encoder and losses stay
+    # float32): 1.3x faster per step on this project's AMX CPUs, the usual choice on GPUs.
+    bf16: bool = False
+    seed: int = 0
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "points_per_image", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.warmup_steps < 0:
+            raise ValueError(
+                f"lr must be > 0 and warmup_steps >= 0, got {self.lr}, {self.warmup_steps}"
+            )
+
+
+@dataclass
+class SamTrainingResult:
+    """What a finished (or already finished) run reports."""
+
+    steps: int
+    resumed_from: int
+    wall_seconds: float  # this process's time in the loop
+    loss: float | None  # smoothed (EMA 0.95) over the last steps
+    iou: float | None  # smoothed mean IoU of the best of the three masks
+    selected_iou: float | None  # smoothed mean IoU of the mask with the highest predicted IoU
+    config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SamBatchLoss:
+    """Loss of one batch and its metrics (floats are detached means over the prompts)."""
+
+    loss: Tensor  # scalar, with grad
+    mask_loss: float
+    iou_loss: float
+    best_iou: float  # mean IoU of the best (lowest-loss) mask
+    selected_iou: float  # mean IoU of the mask SamPrompter would keep (highest predicted IoU)
+    prompts: int
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator of every random draw of ``step`` (independent of the global RNG)."""
+    entropy = np.random.SeedSequence([seed & 0xFFFFFFFF, step]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+
+
+def sample_points(
+    segments: Tensor, count: int, generator: torch.Generator, power: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """``count`` pixels, each uniform inside a segment drawn at random (with replacement).
+
+    Args:
+        segments: ``[H, W]`` int64 segment ids, ``>= 0`` segments, negative = none.
+        count: points to draw.
+        generator: the source of randomness.
+        power: a segment of ``n`` pixels is drawn with probability proportional to
+            ``n ** power`` (0: uniformly among the segments present; 1: uniformly over pixels).
+
+    Returns:
+        ``points`` ``[N, 2]`` int64 (x, y) and ``ids`` ``[N]`` int64 their segment ids; ``N`` is
+        ``count``, or 0 when ``segments`` has no segment.
+    """
+    flat = segments.reshape(-1)
+    ids, counts = torch.unique(flat[flat >= 0], return_counts=True)
+    if ids.numel() == 0:
+        return torch.zeros((0, 2), dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    order = torch.argsort(flat, stable=True)  # pixels grouped by id, ids ascending
+    first = int((flat < 0).sum())  # negative ids sort first
+    starts = first + torch.cumsum(counts, 0) - counts
+    if power == 0:
+        pick = torch.randint(0, ids.numel(), (count,), generator=generator)
+    else:
+        weights = counts.double() ** power
+        pick = torch.multinomial(weights, count, replacement=True, generator=generator)
+    offset = (torch.rand(count, generator=generator, dtype=torch.float64) * counts[pick]).long()
+    pixel = order[starts[pick] + offset.clamp(max=counts[pick] - 1)]
+    width = segments.shape[1]
+    return torch.stack([pixel % width, pixel // width], dim=1), ids[pick]
+
+
+def low_res_targets(segments: Tensor, ids: Tensor, image_size: int) -> tuple[Tensor, Tensor]:
+    """Ground truth of the prompts of one frame on SAM's low-resolution mask grid.
+
+    Args:
+        segments: ``[H, W]`` int64 frame segment ids (negative = void).
+        ids: ``[N]`` int64 the segment of each prompt.
+        image_size: ``S``, the encoder input side.
+
+    Returns:
+        ``targets`` ``[N, S/4, S/4]`` float32 0/1 and ``valid`` ``[S/4, S/4]`` bool (cells that
+        are at least half inside the resized frame and not void).
+    """
+    height, width = segments.shape
+    h, w = resized_size(height, width, image_size)
+    seg = segments
+    if (h, w) != (height, width):
+        seg = F.interpolate(seg[None, None].double(), (h, w), mode="nearest-exact")[0, 0].long()
+    seg = F.pad(seg, (0, image_size - w, 0, image_size - h), value=_PAD)
+    unique, inverse = torch.unique(ids, return_inverse=True)
+    planes = (seg[None] == unique[:, None, None]).float()[:, None]  # [U, 1, S, S]
+    fractions = F.avg_pool2d(planes, 4)[:, 0]  # [U, S/4, S/4]
+    valid = F.avg_pool2d((seg >= 0).float()[None, None], 4)[0, 0] >= 0.5
+    return (fractions[inverse] >= 0.5).float(), valid
+
+
+def sam_losses(
+    logits: Tensor, predicted_iou: Tensor, targets: Tensor, valid: Tensor, config: SamTrainingConfig
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """SAM's single-point loss terms of one frame's prompts.
+
+    Args:
+        logits: ``[N, 3, h, w]`` float low-resolution mask logits.
+        predicted_iou: ``[N, 3]`` float.
+        targets: ``[N, h, w]`` float 0/1.
+        valid: ``[h, w]`` bool, the cells that count.
+
+    Returns:
+        ``mask_loss`` ``[N]`` (weighted focal + dice of the best mask), ``iou_loss`` ``[N]``
+        (MSE over the three masks), ``best_iou`` ``[N]``, ``selected_iou`` ``[N]`` (IoU of the
+        highest-predicted-IoU mask) and ``best`` ``[N]`` int64 the best mask's index.
+    """
+    weight = valid.float()[None, None]  # [1, 1, h, w]
+    cells = weight.sum().clamp(min=1.0)
+    t = targets[:, None]  # [N, 1, h, w]
+    p = torch.sigmoid(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, t.expand_as(logits), reduction="none")
+    p_t = p * t + (1 - p) * (1 - t)
+    focal = (1 - p_t) ** 2 * bce * weight
+    if config.focal_alpha is not None:
+        focal = focal * (config.focal_alpha * t + (1 - config.focal_alpha) * (1 - t))
+    focal = focal.sum((2, 3)) / cells  # [N, 3]
+    inter = (p * t * weight).sum((2, 3))
+    dice = 1 - (2 * inter + 1) / ((p * weight).sum((2, 3)) + (t * weight).sum((2, 3)) + 1)
+    per_mask = config.focal_weight * focal + config.dice_weight * dice  # [N, 3]
+    best = per_mask.detach().argmin(dim=1)
+    rows = torch.arange(best.shape[0])
+    with torch.no_grad():
+        binary = (logits > 0).float() * weight
+        union = ((binary + t * weight) > 0).float().sum((2, 3))
+        actual = torch.where(union > 0, (binary * t).sum((2, 3)) / union.clamp(min=1), 1.0)
+    iou_loss = ((predicted_iou.float() - actual) ** 2).mean(dim=1)
+    selected = actual[rows, predicted_iou.detach().argmax(dim=1)]
+    return per_mask[rows, best], iou_loss, actual[rows, best], selected, best
+
+
+def batch_loss(
+    sam: Sam,
+    images: Tensor,
+    segments: Tensor,
+    config: SamTrainingConfig,
+    generator: torch.Generator,
+) -> SamBatchLoss:
+    """Forward pass and loss of one batch (``sam`` in train mode; no optimizer step).
+
+    Args:
+        images: ``[B, 3, H, W]`` uint8 RGB.
+        segments: ``[B, H, W]`` int64 segment ids, ``-1`` void.
+        generator: draws the flips and the points.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(
+            f"images must be uint8 [B, 3, H, W], got {images.dtype} {tuple(images.shape)}"
+        )
+    if segments.shape != (images.shape[0], *images.shape[2:]):
+        raise ValueError(
+            f"segments must be [B, H, W] = {tuple(images.shape[::2])}, got {tuple(segments.shape)}"
+        )
+    segments = segments.long()
+    if config.hflip:
+        flip = torch.rand(images.shape[0], generator=generator) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        segments = torch.where(flip[:, None, None], segments.flip(-1), segments)
+    device = next(sam.parameters()).device
+    size = sam.image_encoder.img_size
+    height, width = segments.shape[1:]
+    h, w = resized_size(height, width, size)
+    scale = torch.tensor([w / width, h / height], dtype=torch.float64)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
+    with autocast:
+        embeddings = sam.image_encoder(preprocess_frames(sam, images.to(device)))  # [B,256,g,g]
+    image_pe = sam.prompt_encoder.get_dense_pe()
+    mask_losses, iou_losses, best_ious, selected_ious = [], [], [], []
+    for index in range(images.shape[0]):
+        points, ids = sample_points(
+            segments[index], config.points_per_image, generator, config.segment_power
+        )
+        if ids.numel() == 0:
+            continue
+        targets, valid = low_res_targets(segments[index], ids, size)
+        coords = (points.double() * scale).float()[:, None, :].to(device)  # as SamPrompter
+        labels = torch.ones((ids.numel(), 1), dtype=torch.int64, device=device)
+        sparse, dense = sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        with autocast:
+            logits, predicted = sam.mask_decoder(
+                image_embeddings=embeddings[index : index + 1],
+                image_pe=image_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+            )  # [N, 3, 4g, 4g], [N, 3]
+        terms = sam_losses(
+            logits.float(), predicted.float(), targets.to(device), valid.to(device), config
+        )
+        mask_losses.append(terms[0])
+        iou_losses.append(terms[1])
+        best_ious.append(terms[2])
+        selected_ious.append(terms[3])
+    if not mask_losses:
+        zero = embeddings.sum() * 0.0
+        return SamBatchLoss(zero, 0.0, 0.0, math.nan, math.nan, 0)
+    mask_loss, iou_loss = torch.cat(mask_losses).mean(), torch.cat(iou_losses).mean()
+    return SamBatchLoss(
+        loss=mask_loss + config.iou_weight * iou_loss,
+        mask_loss=float(mask_loss.detach()),
+        iou_loss=float(iou_loss.detach()),
+        best_iou=float(torch.cat(best_ious).mean()),
+        selected_iou=float(torch.cat(selected_ious).mean()),
+        prompts=sum(len(x) for x in best_ious),
+    )
+
+
+def _parameter_groups(sam: Sam, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases, norms, position embeddings and tokens."""
+    decay, no_decay = [], []
+    for name, parameter in sam.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        flat = parameter.ndim < 2 or "pos" in name or "token" in name or "embed.weight" in name
+        (no_decay if flat else decay).append(parameter)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def train_sam(
+    sam: Sam,
+    batches: Callable[[int], Iterator[tuple[Tensor, Tensor]]],
+    config: SamTrainingConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> SamTrainingResult:
+    """Train ``sam`` in place for ``config.steps`` steps, resuming from ``run_dir/state.pt``.
+
+    Args:
+        sam: the model (its device is used); left in eval mode.
+        batches: ``batches(start_step)`` yields the ``(images [B, 3, H, W] uint8, segments
+            [B, H, W] int64)`` of steps ``start_step, start_step + 1, ...``; for exact resumes
+            the batch of a step must depend on the step only.
+        config: the recipe.
+        run_dir: where ``state.pt`` is written every ``config.checkpoint_every`` steps and at
+            the end (atomically).
+        progress: show a progress bar (loss, IoU, ETA).
+        on_step: called after each step with ``(step, metrics)`` (1-based step).
+    """
+    seed_everything(config.seed)
+    sam.train()
+    optimizer = torch.optim.AdamW(
+        _parameter_groups(sam, config.weight_decay), lr=config.lr, betas=(0.9, 0.999)
+    )
+    scheduler = cosine_with_warmup(optimizer, config.steps, config.warmup_steps)
+    start, extra = load_state(run_dir, model=sam, optimizer=optimizer, scheduler=scheduler)
+    _check_same_recipe(extra.get("config"), config, run_dir)
+    smoothed: dict[str, float] = dict(extra.get("smoothed", {}))
+    began = time.perf_counter()
+    step = start
+    with TrainingProgress(config.steps, start, "train sam", enabled=progress) as bar:
+        if start < config.steps:
+            stream = batches(start)
+            for step in range(start + 1, config.steps + 1):
+                tick = time.perf_counter()
+                images, segments = next(stream)
+                generator = step_generator(config.seed, step - 1)
+                result = batch_loss(sam, images, segments, config, generator)
+                optimizer.zero_grad(set_to_none=True)
+                result.loss.backward()
+                if config.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(sam.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                metrics = {
+                    "loss": float(result.loss.detach()),
+                    "mask_loss": result.mask_loss,
+                    "iou_loss": result.iou_loss,
+                    "iou": result.best_iou,
+                    "selected_iou": result.selected_iou,
+                    "lr": scheduler.get_last_lr()[0],
+                    "seconds": time.perf_counter() - tick,
+                }
+                for name in ("loss", "iou", "selected_iou"):
+                    if not math.isnan(metrics[name]):
+                        old = smoothed.get(name)
+                        value = metrics[name]
+                        smoothed[name] = value if old is None else 0.95 * old + 0.05 * value
+                bar.update(metrics["loss"], iou=smoothed.get("iou", math.nan), lr=metrics["lr"])
+                if on_step is not None:
+                    on_step(step, metrics)
+                if step % config.checkpoint_every == 0 or step == config.steps:
+                    save_state(
+                        run_dir,
+                        model=sam,
+                        optimizer=optimizer,
+                        scheduler=scheduler,
+                        step=step,
+                        extra={"smoothed": smoothed, "config": asdict(config)},
+                    )
+    sam.eval()
+    return SamTrainingResult(
+        steps=step,
+        resumed_from=start,
+        wall_seconds=time.perf_counter() - began,
+        loss=smoothed.get("loss"),
+        iou=smoothed.get("iou"),
+        selected_iou=smoothed.get("selected_iou"),
+        config=asdict(config),
+    )
+
+
+def _check_same_recipe(saved: dict | None, config: SamTrainingConfig, run_dir: object) -> None:
+    """Refuse to resume a run under another recipe (``checkpoint_every`` may change)."""
+    if saved is None:
+        return
+    current = asdict(config)
+    changed = sorted(
+        f"{k}: {saved.get(k)!r} -> {v!r}"
+        for k, v in current.items()
+        if k != "checkpoint_every" and saved.get(k) != v
+    )
+    if changed:
+        raise ValueError(
+            f"{run_dir}: the saved run used another recipe ({'; '.join(changed)}); resume "
+            "with the same settings or choose a new run directory"
+        )
+
+
+def export_sam_weights(
+    sam: Sam, path: str | os.PathLike[str], dtype: torch.dtype = torch.float16
+) -> Path:
+    """Write ``sam``'s state dict (floating tensors cast to ``dtype``) to ``path`` atomically.
+
+    The file is a flat dict of CPU tensors, loaded strictly by
+    :func:`models.sam.load_sam_checkpoint` (which casts back to the model's float32).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        key: (value.to(dtype) if value.is_floating_point() else value).detach().cpu().clone()
+        for key, value in sam.state_dict().items()
+    }
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path

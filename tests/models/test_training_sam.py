@@ -1,0 +1,191 @@
+"""Specification of the SAM training loop: points, targets, losses, determinism and resume."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from models.config import SamConfig
+from models.sam import build_sam, load_sam_checkpoint
+from models.training.sam import (
+    SamTrainingConfig,
+    batch_loss,
+    export_sam_weights,
+    low_res_targets,
+    sam_losses,
+    sample_points,
+    step_generator,
+    train_sam,
+)
+
+
+def _data(count: int = 3, height: int = 32, width: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` frames of two coloured rectangles on a background, with their segments."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 40, (count, 3, height, width), dtype=torch.uint8, generator=generator)
+    segments = torch.zeros((count, height, width), dtype=torch.int64)
+    for i in range(count):
+        top, left = 4 + i, 6 + 3 * i
+        images[i, :, top : top + 10, left : left + 16] = torch.tensor([200, 30, 30])[:, None, None]
+        segments[i, top : top + 10, left : left + 16] = 1
+        images[i, :, 20:30, 40:60] = torch.tensor([30, 200, 90])[:, None, None]
+        segments[i, 20:30, 40:60] = 2
+        segments[i, :2] = -1  # a void strip
+    return images, segments
+
+
+def _batches(images: torch.Tensor, segments: torch.Tensor, batch: int = 2):
+    def batches(start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        step = start
+        while True:
+            index = torch.arange(step * batch, step * batch + batch) % images.shape[0]
+            yield images[index], segments[index]
+            step += 1
+
+    return batches
+
+
+def test_points_are_inside_segments_drawn_uniformly_over_segments() -> None:
+    segments = torch.full((40, 50), -1, dtype=torch.int64)
+    segments[:30] = 7  # a large segment
+    segments[35:37, 10:12] = 3  # a 4-pixel one
+    points, ids = sample_points(segments, 4000, torch.Generator().manual_seed(1))
+    assert points.shape == (4000, 2)
+    assert points.dtype == torch.int64
+    assert torch.equal(segments[points[:, 1], points[:, 0]], ids)
+    share = (ids == 3).float().mean().item()
+    assert 0.45 < share < 0.55  # segments are picked uniformly, not by area
+    # Every pixel of the small segment is reached.
+    small = points[ids == 3]
+    assert len({tuple(p) for p in small.tolist()}) == 4
+    # power 1 = uniform over pixels; 0.5 = in between (sqrt(4) : sqrt(1500) = 2 : 38.7).
+    _, by_area = sample_points(segments, 4000, torch.Generator().manual_seed(1), power=1.0)
+    assert (by_area == 3).float().mean().item() < 0.01
+    _, by_sqrt = sample_points(segments, 4000, torch.Generator().manual_seed(1), power=0.5)
+    assert 0.03 < (by_sqrt == 3).float().mean().item() < 0.07
+    empty = sample_points(torch.full((4, 4), -1), 5, torch.Generator())
+    assert empty[0].shape == (0, 2)
+    assert empty[1].shape == (0,)
+
+
+def test_low_res_targets_follow_the_prompter_geometry() -> None:
+    # A 256x512 frame fills the top half of the 512 input unresized; the low-res grid is 128.
+    segments = torch.zeros((256, 512), dtype=torch.int64)
+    segments[8:24, 16:64] = 5
+    segments[:4] = -1
+    targets, valid = low_res_targets(segments, torch.tensor([5, 0, 5]), 512)
+    assert targets.shape == (3, 128, 128)
+    assert valid.shape == (128, 128)
+    expected = torch.zeros((128, 128))
+    expected[2:6, 4:16] = 1
+    assert torch.equal(targets[0], expected)
+    assert torch.equal(targets[2], expected)
+    assert targets[1, 1:64].sum() == 64 * 128 - 4 * 12 - 128  # row 0 is void
+    assert valid[1:64].all()
+    assert not valid[0].any()  # void
+    assert not valid[64:].any()  # padding
+    # A 128x256 frame is resized 2x first: the same geometry.
+    small = segments[::2, ::2]
+    targets_small, valid_small = low_res_targets(small, torch.tensor([5]), 512)
+    assert torch.equal(targets_small[0], expected)
+    assert torch.equal(valid_small, valid)
+
+
+def test_losses_pick_the_best_mask_and_measure_its_iou() -> None:
+    targets = torch.zeros((2, 8, 8))
+    targets[:, 2:6, 2:6] = 1
+    valid = torch.ones((8, 8), dtype=torch.bool)
+    logits = torch.full((2, 3, 8, 8), -10.0)
+    logits[0, 1] = targets[0] * 20 - 10  # prompt 0: mask 1 is perfect
+    logits[1, 2, 2:4, 2:6] = 10.0  # prompt 1: mask 2 is the top half of the object
+    predicted = torch.tensor([[0.0, 1.0, 0.0], [0.9, 0.0, 0.1]])
+    mask_loss, iou_loss, best_iou, selected_iou, best = sam_losses(
+        logits, predicted, targets, valid, SamTrainingConfig()
+    )
+    assert best.tolist() == [1, 2]
+    assert best_iou[0].item() == pytest.approx(1.0)
+    assert best_iou[1].item() == pytest.approx(0.5)
+    assert selected_iou.tolist() == pytest.approx([1.0, 0.0])
+    assert mask_loss[0].item() < 0.01
+    assert iou_loss[0].item() == pytest.approx(0.0, abs=1e-6)
+    assert iou_loss[1].item() == pytest.approx((0.9**2 + 0 + (0.1 - 0.5) ** 2) / 3)
+
+
+def test_batch_loss_runs_and_has_gradients() -> None:
+    torch.set_num_threads(1)
+    sam = build_sam(SamConfig(model_type="vit_tiny_512", seed=0)).train()
+    images, segments = _data(2)
+    config = SamTrainingConfig(points_per_image=3)
+    result = batch_loss(sam, images, segments, config, step_generator(0, 0))
+    assert result.prompts == 6
+    assert math.isfinite(result.loss.item())
+    assert 0.0 <= result.best_iou <= 1.0
+    result.loss.backward()
+    assert sam.mask_decoder.output_upscaling[0].weight.grad is not None
+    assert sam.image_encoder.patch_embed.proj.weight.grad is not None
+    with pytest.raises(ValueError, match="uint8"):
+        batch_loss(sam, images.float(), segments, config, step_generator(0, 0))
+
+
+def _train(run_dir, steps_before_kill: int | None = None, seed: int = 0) -> dict:
+    torch.set_num_threads(1)
+    sam = build_sam(SamConfig(model_type="vit_tiny_512", seed=seed))
+    images, segments = _data()
+    config = SamTrainingConfig(
+        steps=4, points_per_image=2, warmup_steps=1, checkpoint_every=2, seed=seed
+    )
+    batches = _batches(images, segments)
+    if steps_before_kill is not None:
+
+        def killed(start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            stream = batches(start)
+            for _ in range(steps_before_kill):
+                yield next(stream)
+            raise KeyboardInterrupt  # the process dies here
+
+        with pytest.raises(KeyboardInterrupt):
+            train_sam(sam, killed, config, run_dir, progress=False)
+        sam = build_sam(SamConfig(model_type="vit_tiny_512", seed=seed))
+    result = train_sam(sam, batches, config, run_dir, progress=False)
+    assert result.steps == 4
+    assert not sam.training
+    return {k: v.clone() for k, v in sam.state_dict().items()}
+
+
+def test_same_seed_same_weights_and_resume_equals_an_uninterrupted_run(tmp_path) -> None:
+    straight = _train(tmp_path / "straight")
+    resumed = _train(tmp_path / "resumed", steps_before_kill=3)  # killed after 3, saved at 2
+    initial = build_sam(SamConfig(model_type="vit_tiny_512", seed=0)).state_dict()
+    assert any(not torch.equal(straight[k], initial[k]) for k in straight)  # it trained
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
+    # A finished run resumes to nothing and keeps its weights.
+    assert _train(tmp_path / "straight")["image_encoder.pos_embed"].equal(
+        straight["image_encoder.pos_embed"]
+    )
+
+
+def test_resume_under_another_recipe_is_refused(tmp_path) -> None:
+    _train(tmp_path / "run")
+    sam = build_sam(SamConfig(model_type="vit_tiny_512", seed=0))
+    images, segments = _data()
+    config = SamTrainingConfig(steps=4, points_per_image=2, warmup_steps=1, lr=1e-3)
+    with pytest.raises(ValueError, match=r"another recipe.*lr"):
+        train_sam(sam, _batches(images, segments), config, tmp_path / "run", progress=False)
+
+
+def test_export_writes_float16_weights_the_loader_accepts(tmp_path) -> None:
+    sam = build_sam(SamConfig(model_type="vit_tiny_512", seed=4))
+    path = export_sam_weights(sam, tmp_path / "out" / "sam.pth")
+    state = torch.load(path, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    target = build_sam(SamConfig(model_type="vit_tiny_512", seed=0))
+    load_sam_checkpoint(target, path)
+    for key, value in target.state_dict().items():
+        assert value.dtype == torch.float32
+        assert torch.equal(value, sam.state_dict()[key].half().float()), key
+    via_config = build_sam(SamConfig(model_type="vit_tiny_512", checkpoint=str(path)))
+    assert torch.equal(via_config.image_encoder.pos_embed, target.image_encoder.pos_embed)
