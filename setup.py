@@ -55,7 +55,13 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["pipelines*", "transforms*", "models*"]),
-    package_data={"pipelines": ["py.typed"], "transforms": ["py.typed"], "models": ["py.typed"]},
+    package_data={
+        "pipelines": ["py.typed"],
+        "transforms": ["py.typed"],
+        "models": ["py.typed"],
+        # The world models shipped with the package (zoo:<name> in configs) and their cards.
+        "models.zoo": ["*.md", "*.pth", "*/*.json", "*/*.safetensors", "*/*.md"],
+    },
     install_requires=RUNTIME,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["ugains=pipelines.cli:main"]},

@@ -46,10 +46,9 @@ class ManifestSource(StrictModel):
 
 
 class DemoSource(StrictModel):
-    """The demo's synthetic drive log, generated under ``path`` on first use.
+    """The demo's drive log of the synthetic road world, generated under ``path`` on first use.
 
-    Expands to image and video sources; the untrained demo checkpoints are written beside
-    it (``pipelines/demo.py``).
+    Expands to the log's image source (``pipelines/demo.py``); its ground truth lies beside it.
     """
 
     kind: Literal["demo"] = "demo"

@@ -195,6 +195,27 @@ def expand_demo_sources(config: MiningConfig) -> MiningConfig:
     return config.model_copy(update={"sources": sources})
 
 
+class GroundTruthError(ValueError):
+    """A ``--ground-truth`` file that is not a world drive log's ground truth."""
+
+
+def _ground_truth(config: MiningConfig, paths: Sequence[str], *, demo: bool) -> list[dict]:
+    """The sightings of ``--ground-truth`` files, and with ``demo`` of the demo source's log
+    (which exists only once ``mine`` has generated it)."""
+    from pipelines.demo import demo_ground_truth
+    from pipelines.world.scoring import load_ground_truth
+
+    truth = list(paths)
+    if demo:
+        truth += [
+            str(demo_ground_truth(s.path)) for s in config.sources if isinstance(s, DemoSource)
+        ]
+    try:
+        return load_ground_truth(truth)
+    except ValueError as error:
+        raise GroundTruthError(str(error)) from None
+
+
 def _checkpoint_id(path: str | None, fallback: str) -> str:
     return path or f"random-init:{fallback}"
 
@@ -477,6 +498,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="do not load the models on the launcher first (e.g. checkpoints only on workers)",
     )
     parser.add_argument("--top", type=int, default=10, help="candidates to print (default 10)")
+    parser.add_argument(
+        "--ground-truth",
+        action="append",
+        default=[],
+        metavar="GT_JSON",
+        help=(
+            "a world drive log's ground truth (logs/<log_id>_gt.json of `ugains world "
+            "generate`): print the run's recall and precision against it (repeatable; the "
+            "demo source's own is used automatically)"
+        ),
+    )
 
 
 def _overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -495,6 +527,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
     try:
         config = load_config(args.config, _overrides(args.overrides))
+        # Read before mining: a bad path is reported now, not after a long run.
+        _ground_truth(config, args.ground_truth, demo=False)
         result = mine(
             config,
             beam_args=getattr(args, "beam_options", []),
@@ -509,6 +543,7 @@ def run(args: argparse.Namespace) -> int:
         SourceError,
         ModelLoadError,
         RunExistsError,
+        GroundTruthError,
     ) as error:
         print(f"ugains mine: {error}", file=sys.stderr)
         return 2
@@ -532,4 +567,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"outputs: {result.run_dir}")
     if result.counts.get("candidates"):
         print(format_candidates(result.run_dir, args.top))
+    sightings = _ground_truth(config, args.ground_truth, demo=True)
+    if sightings:
+        from pipelines.world.scoring import score_run
+
+        print(score_run(result.run_dir, sightings).summary())
     return 0

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipelines.world import objects
 from pipelines.world.layout import ANOMALY_ID, VOID_ID
-from pipelines.world.scene import Scene, WorldObject, random_scene, render
+from pipelines.world.scene import D0, MAX_DISTANCE, Scene, WorldObject, random_scene, render
 
 __all__ = [
     "FRAME_SIZE",
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # bump whenever the same seed would draw different frames
 FRAME_SIZE = (256, 512)  # (H, W)
 SPLIT_CODES = {"train": 1, "ood": 2, "val": 3, "test": 4, "logs": 5}
 MAX_AREA_FRACTION = 0.15  # the largest anomaly, as a fraction of the frame
@@ -163,8 +163,13 @@ def anomaly_map(semantic: np.ndarray) -> np.ndarray:
     return out
 
 
-def _clip_large(semantic: np.ndarray, instances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Instances above MAX_AREA_FRACTION of the frame are void (too close to the camera)."""
+def _clip_large(
+    semantic: np.ndarray, instances: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Instances above MAX_AREA_FRACTION of the frame become void (too close to the camera).
+
+    Returns the new ``(semantic, instances)`` and the voided ids (int array, maybe empty).
+    """
     ids, counts = np.unique(instances[instances > 0], return_counts=True)
     too_big = ids[counts > MAX_AREA_FRACTION * instances.size]
     if too_big.size:
@@ -172,7 +177,7 @@ def _clip_large(semantic: np.ndarray, instances: np.ndarray) -> tuple[np.ndarray
         semantic, instances = semantic.copy(), instances.copy()
         semantic[hit] = VOID_ID
         instances[hit] = 0
-    return semantic, instances
+    return semantic, instances, too_big
 
 
 def split_frame(seed: int, split: str, index: int, size: tuple[int, int] = FRAME_SIZE):
@@ -186,7 +191,7 @@ def split_frame(seed: int, split: str, index: int, size: tuple[int, int] = FRAME
     elif split == "ood":
         placed += _outliers(rng, int(rng.integers(1, 4)), 4.5, 28.0)
     image, semantic, instances = render(replace(scene, objects=tuple(placed)))
-    semantic, instances = _clip_large(semantic, instances)
+    semantic, instances, _ = _clip_large(semantic, instances)
     return image, semantic, instances
 
 
@@ -207,6 +212,12 @@ def _write_frame(
         cv2.imwrite(str(folder / "anomaly" / f"{key}.png"), anomaly_map(semantic))
 
 
+def _frame_written(folder: Path, key: str, with_anomaly: bool) -> bool:
+    # The anomaly (else instances) PNG is written last: with it present the frame is whole.
+    last = "anomaly" if with_anomaly else "instances"
+    return (folder / last / f"{key}.png").is_file()
+
+
 def write_split(root: Path, split: str, count: int, spec: WorldSpec) -> None:
     folder = root / split
     for index in range(count):
@@ -222,7 +233,8 @@ def write_split(root: Path, split: str, count: int, spec: WorldSpec) -> None:
 # --- drive logs ---------------------------------------------------------------------------
 
 SPEED = 6.0  # metres per frame (a log sampled at 3 Hz at ~65 km/h)
-EVENT_NEAR, EVENT_FAR = 3.0, 60.0  # an anomaly is in view while this far ahead
+FRAME_RATE = 3.0  # of the video written beside a log
+EVENT_FAR = 60.0  # metres ahead of the camera where an event's objects stand at its start
 
 
 def drive_log_scene(
@@ -234,20 +246,23 @@ def drive_log_scene(
 ) -> Scene:
     """One road driven for ``frames`` frames, with anomaly events on ~``anomaly_fraction`` of them.
 
-    Each event places 1-3 anomalies at one spot of the road; they stay in view for about
-    ``(EVENT_FAR - EVENT_NEAR) / SPEED`` consecutive frames as the car approaches them.
+    Each event places 1-3 anomalies at one spot of the road, ``EVENT_FAR`` metres ahead of
+    the camera at the event's first frame; they grow over the following frames as the car
+    approaches them and leave the frame at the bottom.
     """
     rng = np.random.default_rng([seed, SPLIT_CODES["logs"], log_index])
     scene = random_scene(rng, *size)
-    route = frames * SPEED + 80.0
+    route = frames * SPEED + MAX_DISTANCE
     placed = _background_objects(rng, 5.0, route, scene.sidewalk)
     cars = [o for o in placed if o.family == "car"]
-    frames_per_event = (EVENT_FAR - EVENT_NEAR) / SPEED
-    events = max(1, round(frames * anomaly_fraction / frames_per_event))
-    # Events spread over the log, away from its ends.
-    starts = np.sort(
-        rng.choice(np.arange(2, max(3, frames - int(frames_per_event) - 2)), events, replace=False)
-    )
+    # An object is drawn from far away, but it is more than a few pixels only within ~30 m:
+    # that is what "a frame holds an anomaly" means for the fraction.
+    frames_per_event = 30.0 / SPEED
+    # An event's objects pass the camera (closer than 0.75 D0) this many frames after its start.
+    in_view = int(np.ceil((EVENT_FAR - 0.75 * D0) / SPEED))
+    allowed = np.arange(2, max(3, frames - in_view))  # events end before the log does
+    events = min(len(allowed), max(1, round(frames * anomaly_fraction / frames_per_event)))
+    starts = np.sort(rng.choice(allowed, events, replace=False))
     next_id = 1
     for start in starts:
         spot = start * SPEED + EVENT_FAR - rng.uniform(0.0, 2.0)
@@ -265,10 +280,10 @@ def write_drive_log(
     """Render a log's frames into ``root/logs/<log_id>/`` (and optionally a video); return GT rows.
 
     GT rows: ``{"frame_key", "frame_index", "instance_id", "track_id", "kind", "area",
-    "bbox_xywh", "rle"}``, one per anomaly visible (>= 1 pixel) in a frame.
+    "bbox_xywh", "height", "width", "rle", "ignore"}``, one per anomaly visible (>= 1 pixel) in
+    a frame; ``ignore`` marks objects so close that they fill more than MAX_AREA_FRACTION of
+    the frame (void in the labels: neither to be found nor a false alarm).
     """
-    from pycocotools import mask as mask_utils
-
     folder = root / "logs" / log_id
     kinds = {o.track_id: o.kind for o in scene.objects if o.family == "anomaly"}
     rows: list[dict] = []
@@ -277,36 +292,42 @@ def write_drive_log(
         folder.parent.mkdir(parents=True, exist_ok=True)
         path = root / "logs" / f"{log_id}.avi"
         fourcc = cv2.VideoWriter_fourcc(*"MJPG")
-        writer = cv2.VideoWriter(str(path), fourcc, 10.0, (scene.width, scene.height))
+        writer = cv2.VideoWriter(str(path), fourcc, FRAME_RATE, (scene.width, scene.height))
         if not writer.isOpened():  # pragma: no cover - MJPG is built into every OpenCV
             raise RuntimeError(f"OpenCV cannot write the MJPG video {path}")
     try:
         for index in range(frames):
-            image, semantic, instances = render(scene, travelled=index * SPEED)
-            semantic, instances = _clip_large(semantic, instances)
-            key = f"frame_{index:06d}"
-            _write_frame(folder, key, image, semantic, instances, with_anomaly=True)
+            image, semantic, drawn = render(scene, travelled=index * SPEED)
+            semantic, instances, voided = _clip_large(semantic, drawn)
+            _write_frame(folder, f"frame_{index:06d}", image, semantic, instances, True)
             if writer is not None:
                 writer.write(image[..., ::-1])
-            for track in np.unique(instances[instances > 0]):
-                mask = np.asfortranarray((instances == track).astype(np.uint8))
-                rle = mask_utils.encode(mask)
-                rows.append(
-                    {
-                        "frame_key": f"{log_id}/{index:06d}",
-                        "frame_index": index,
-                        "instance_id": int(track),
-                        "track_id": int(track),
-                        "kind": kinds.get(int(track), "unknown"),
-                        "area": int(mask_utils.area(rle)),
-                        "bbox_xywh": [float(v) for v in mask_utils.toBbox(rle)],
-                        "rle": rle["counts"].decode("ascii"),
-                    }
-                )
+            for track in np.unique(drawn[drawn > 0]):
+                rows.append(_sighting(log_id, index, int(track), kinds[int(track)], drawn == track))
+                rows[-1]["ignore"] = bool(np.isin(track, voided))
     finally:
         if writer is not None:
             writer.release()
     return rows
+
+
+def _sighting(log_id: str, index: int, track: int, kind: str, mask: np.ndarray) -> dict:
+    """One ground-truth row: an object seen in one frame, its mask as COCO RLE."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {
+        "frame_key": f"{log_id}/{index:06d}",
+        "frame_index": index,
+        "instance_id": track,
+        "track_id": track,
+        "kind": kind,
+        "area": int(mask_utils.area(rle)),
+        "bbox_xywh": [float(v) for v in mask_utils.toBbox(rle)],
+        "height": int(mask.shape[0]),
+        "width": int(mask.shape[1]),
+        "rle": rle["counts"].decode("ascii"),
+    }
 
 
 def write_world(
@@ -314,9 +335,28 @@ def write_world(
     spec: WorldSpec,
     splits: tuple[str, ...] = ("train", "ood", "val", "test", "logs"),
 ) -> Path:
-    """Write the world under ``root`` (skipping frames already there); return ``root``."""
+    """Write the world under ``root`` (skipping frames already there); return ``root``.
+
+    Raises:
+        ValueError: ``root`` holds a world of another seed, frame size or generator version,
+            or a drive log of another length (resuming it would mix two worlds).
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    identity = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": spec.seed,
+        "height": spec.height,
+        "width": spec.width,
+    }
+    meta_path = root / "world.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    for name, value in identity.items():
+        if name in meta and meta[name] != value:
+            raise ValueError(
+                f"world {root} has {name} {meta[name]}, not {value}: write to another --out "
+                "(or delete it)"
+            )
     for split in ("train", "ood", "val", "test"):
         if split in splits:
             _LOG.info("world %s: writing %d %s frames", root, getattr(spec, split), split)
@@ -326,6 +366,12 @@ def write_world(
             log_id = f"drive_{log_index:02d}"
             gt_path = root / "logs" / f"{log_id}_gt.json"
             if gt_path.is_file():
+                written = json.loads(gt_path.read_text())["frames"]
+                if written != spec.log_frames:
+                    raise ValueError(
+                        f"world {root}: log {log_id} has {written} frames, not "
+                        f"{spec.log_frames}: write to another --out (or delete the log)"
+                    )
                 continue
             scene = drive_log_scene(
                 spec.seed,
@@ -340,6 +386,12 @@ def write_world(
                 json.dumps({"log_id": log_id, "frames": spec.log_frames, "instances": rows})
             )
             tmp.replace(gt_path)
-    meta = {"generator_version": GENERATOR_VERSION, **spec.__dict__, "splits": list(splits)}
-    (root / "world.json").write_text(json.dumps(meta, indent=2))
+    written = dict(meta.get("splits", {}))
+    for split in splits:
+        if split == "logs":
+            written[split] = {"count": spec.logs, "frames": spec.log_frames}
+        else:
+            written[split] = getattr(spec, split)
+    meta = {**identity, "anomaly_fraction": spec.anomaly_fraction, "splits": written}
+    meta_path.write_text(json.dumps(meta, indent=2))
     return root

@@ -1,44 +1,55 @@
 """How well a mining run found the objects planted in a world drive log.
 
 The drive log's ground truth (``logs/<log_id>_gt.json``, written by ``ugains world generate``)
-lists every sighting: one anomaly visible in one frame, with its mask. A run's candidates are
-ranked instances. The score follows the question a user asks of a mining run: *of the K objects
-that are there to find, how many are in my top K?*
+lists every sighting: one anomaly visible in one frame, with its mask. A run's instances are
+ranked by score (the ranking of ``candidates.parquet``, over all instances: the candidates
+table itself stops at ``output.top_n``). The score answers the question a user asks of a
+mining run: *of the K objects that are there to find, how many are in my top K?*
 
-- **planted**: sightings of at least ``min_area`` pixels (smaller ones are a few pixels at
-  the horizon; a candidate matching one is neither a hit nor a false alarm);
+- **planted**: sightings of at least ``min_area`` pixels. Smaller ones (a few pixels at the
+  horizon) and ``ignore`` ones (objects so close they fill the frame) are neutral: a
+  candidate matching one is neither a hit nor a false alarm;
 - **recall@K**: with K = the number planted, the fraction of planted sightings matched by a
-  top-K candidate of the same frame at mask IoU >= ``iou`` (greedy in rank order, each
+  top-K instance of the same frame at mask IoU >= ``iou`` (greedy in rank order, each
   sighting matched once);
-- **precision@K**: hits among the top-K candidates, not counting those on small sightings;
+- **precision@K**: hits among the top-K instances that are not neutral;
 - **gated frames**: frames holding a planted sighting that frame gating skipped.
+
+Frames are matched by the world's file names (``logs/<log_id>/images/frame_<index>.png`` or
+``logs/<log_id>.avi#frame=<index>``), not by the run's frame keys, so a run over a subset
+of a log (a glob, a video range) is scored against the right frames.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from pipelines.sinks import read_table
+from pipelines.sinks import rank_candidates, read_table
 from transforms.masks import decode_rle
 
-__all__ = ["MiningScore", "load_ground_truth", "score_run"]
+__all__ = ["MiningScore", "load_ground_truth", "score_run", "world_frame_id"]
 
 MIN_AREA = 100
 MATCH_IOU = 0.5
+_IMAGE = re.compile(r"^frame_(\d+)\.png$")
+_VIDEO = re.compile(r"^(?P<log>.+)\.avi#frame=(?P<index>\d+)$")
 
 
 @dataclass(frozen=True)
 class MiningScore:
-    planted: int  # sightings >= min_area
+    planted: int  # sightings >= min_area, not ignored
     k: int
     hits: int  # planted sightings matched in the top K
-    false_alarms: int  # top-K candidates matching no sighting
+    false_alarms: int  # top-K instances matching no sighting
     gated_frames_with_objects: int  # frames with a planted sighting that gating skipped
     frames_with_objects: int
+    min_area: int = MIN_AREA
+    iou: float = MATCH_IOU
 
     @property
     def recall(self) -> float:
@@ -52,19 +63,34 @@ class MiningScore:
     def summary(self) -> str:
         return (
             f"against the log's ground truth: recall@{self.k} {self.recall:.2f} "
-            f"({self.hits} of {self.planted} planted objects >= {MIN_AREA} px found in the top "
-            f"{self.k}), precision@{self.k} {self.precision:.2f}, frames with objects skipped "
-            f"by gating {self.gated_frames_with_objects} of {self.frames_with_objects}"
+            f"({self.hits} of {self.planted} planted objects >= {self.min_area} px found in "
+            f"the top {self.k} at mask IoU >= {self.iou}), precision@{self.k} "
+            f"{self.precision:.2f}, frames with objects skipped by gating "
+            f"{self.gated_frames_with_objects} of {self.frames_with_objects}"
         )
 
 
+def world_frame_id(uri: str) -> tuple[str, int] | None:
+    """``(log_id, frame index)`` of a world log frame's URI, or None for other files."""
+    path = PurePosixPath(uri.replace("\\", "/"))
+    video = _VIDEO.match(path.name)
+    if video:
+        return video["log"], int(video["index"])
+    image = _IMAGE.match(path.name)
+    if image and path.parent.name == "images":
+        return path.parent.parent.name, int(image[1])
+    return None
+
+
 def load_ground_truth(paths: list[str | Path]) -> list[dict]:
-    """The sightings of one or more drive logs' ``*_gt.json`` files."""
+    """The sightings of one or more drive logs' ``*_gt.json`` files (each file read once)."""
     rows: list[dict] = []
-    for path in paths:
+    for path in dict.fromkeys(Path(p).resolve() for p in paths):
         try:
-            rows.extend(json.loads(Path(path).read_text())["instances"])
-        except (OSError, ValueError, KeyError) as error:
+            data = json.loads(path.read_text())
+            log_id = data["log_id"]
+            rows.extend({**row, "log_id": log_id} for row in data["instances"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{path}: not a world ground-truth file ({error})") from None
     return rows
 
@@ -74,45 +100,65 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
+def _counts(row: dict, min_area: int) -> bool:
+    return row["area"] >= min_area and not row.get("ignore", False)
+
+
 def score_run(
     run_dir: str, sightings: list[dict], min_area: int = MIN_AREA, iou: float = MATCH_IOU
 ) -> MiningScore:
-    """Score the candidates and frames of the mining run in ``run_dir`` against ``sightings``."""
-    frames = read_table(run_dir, "frames").select(
-        ["frame_key", "status", "frame_height", "frame_width"]
-    )
-    frame_rows = {row["frame_key"]: row for row in frames.to_pylist()}
-    by_frame: dict[str, list[dict]] = {}
+    """Score the instances and frames of the mining run in ``run_dir`` against ``sightings``.
+
+    Raises:
+        ValueError: none of the run's frames is a frame of the ground truth's logs.
+    """
+    frames = read_table(run_dir, "frames").select(["frame_key", "frame_uri", "status"])
+    frame_ids = {row["frame_key"]: world_frame_id(row["frame_uri"]) for row in frames.to_pylist()}
+    status = {frame_ids[row["frame_key"]]: row["status"] for row in frames.to_pylist()}
+    by_frame: dict[tuple[str, int], list[dict]] = {}
     for row in sightings:
-        if row["frame_key"] in frame_rows:  # only frames this run mined
-            by_frame.setdefault(row["frame_key"], []).append(row)
-    planted = sum(row["area"] >= min_area for rows in by_frame.values() for row in rows)
-    with_objects = {k for k, rows in by_frame.items() if any(r["area"] >= min_area for r in rows)}
-    gated = sum(frame_rows[k]["status"] == "gated" for k in with_objects)
-    k = planted
-    candidates = read_table(run_dir, "candidates").slice(0, k)
-    candidates = candidates.select(["frame_key", "mask_rle", "frame_height", "frame_width"])
-    matched: set[tuple[str, int]] = set()
+        where = (row["log_id"], row["frame_index"])
+        if where in status:  # only frames this run mined
+            by_frame.setdefault(where, []).append(row)
+    logs = {row["log_id"] for row in sightings}
+    if not any(where is not None and where[0] in logs for where in status):
+        raise ValueError(
+            f"run {run_dir} mined no frame of the ground truth's logs {sorted(logs)} (frames "
+            "are matched by their world file names: logs/<log_id>/images/frame_<index>.png)"
+        )
+    planted = sum(_counts(row, min_area) for rows in by_frame.values() for row in rows)
+    with_objects = {w for w, rows in by_frame.items() if any(_counts(r, min_area) for r in rows)}
+    gated = sum(status[w] == "gated" for w in with_objects)
+    instances = read_table(run_dir, "instances")
+    columns = ["frame_key", "score", "instance_id", "mask_rle", "frame_height", "frame_width"]
+    ranked = rank_candidates(instances.select(columns).to_pylist())[:planted]
+    matched: set[tuple[str, int, int]] = set()
+    masks: dict[tuple[str, int, int], np.ndarray] = {}
     hits = false_alarms = 0
-    masks: dict[tuple[str, int], np.ndarray] = {}
-    for cand in candidates.to_pylist():
+    for cand in ranked:
         h, w = cand["frame_height"], cand["frame_width"]
         mask = decode_rle(cand["mask_rle"], h, w).numpy().astype(bool)
         best, best_iou = None, iou
-        for row in by_frame.get(cand["frame_key"], []):
-            key = (row["frame_key"], row["instance_id"])
-            if key in matched:
+        for row in by_frame.get(frame_ids[cand["frame_key"]], []):
+            key = (row["log_id"], row["frame_index"], row["instance_id"])
+            if key in matched and _counts(row, min_area):
                 continue
             if key not in masks:
-                masks[key] = decode_rle(row["rle"], h, w).numpy().astype(bool)
-            overlap = _iou(mask, masks[key])
+                masks[key] = decode_rle(row["rle"], row["height"], row["width"]).numpy()
+            if masks[key].shape != mask.shape:
+                raise ValueError(
+                    f"frame {cand['frame_key']} is {h}x{w} in the run but "
+                    f"{row['height']}x{row['width']} in the ground truth"
+                )
+            overlap = _iou(mask, masks[key].astype(bool))
             if overlap >= best_iou:
                 best, best_iou = row, overlap
         if best is None:
             false_alarms += 1
-        elif best["area"] >= min_area:
-            matched.add((best["frame_key"], best["instance_id"]))
+        elif _counts(best, min_area):
+            matched.add((best["log_id"], best["frame_index"], best["instance_id"]))
             hits += 1
-        else:  # a small sighting found: neither a hit nor a false alarm
-            matched.add((best["frame_key"], best["instance_id"]))
-    return MiningScore(planted, k, hits, false_alarms, gated, len(with_objects))
+        # else: a small or ignored sighting, neither a hit nor a false alarm
+    return MiningScore(
+        planted, planted, hits, false_alarms, gated, len(with_objects), min_area, iou
+    )

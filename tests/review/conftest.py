@@ -82,20 +82,31 @@ def dataset_name() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def mined_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run of the real pipeline (``ugains mine``, demo config) on generated frames (~40 s).
+    """A run of the real pipeline (``ugains mine``, demo config) on generated frames.
 
-    The demo's synthetic drive log (an image log and a video) and its untrained checkpoints
-    are generated in a temporary directory; semantic maps are stored too.
+    The demo's world drive log is generated in a temporary directory and mined with the
+    shipped world models: five of its frames as images, two as video frames (frames that hold
+    planted objects, so both logs have candidates); semantic maps are stored too.
     """
     root = tmp_path_factory.mktemp("mined")
     data = root / "demo_data"
     text = (REPO / "mining_configs" / "demo.yaml").read_text()
     config = yaml.safe_load(text.replace(".ugains_demo", str(data)))
     ensure_demo(data)
-    # Half the demo's frames (one image log, two video frames) keep the suite fast.
+    log = data / "logs"
     config["sources"] = [
-        {"kind": "images", "path": str(data / "logs" / "drive_a")},
-        {"kind": "video", "path": str(data / "logs" / "dashcam.avi"), "max_frames": 2},
+        {
+            "kind": "images",
+            "path": str(log / "drive_00" / "images" / "frame_00003[2-6].png"),
+            "log_id": "drive_00",
+        },
+        {
+            "kind": "video",
+            "path": str(log / "drive_00.avi"),
+            "log_id": "dashcam",
+            "start": 29,
+            "max_frames": 2,
+        },
     ]
     config["output"].update(root=str(root / "out"), store_semantic=True)
     # One in-process worker: the suite shares two CPU cores.

@@ -33,7 +33,7 @@ def test_counts_equal_the_candidates_table(mined: Any, mined_run: Path) -> None:
     assert len(candidates) == min(10, len(instances)) > 0  # the demo's top_n is 10
     assert sorted(mined.values("frame_key")) == sorted({r["frame_key"] for r in candidates})
     assert mined.count("anomalies.detections") == len(candidates)
-    assert sorted(mined.distinct("log_id")) == ["dashcam", "drive_a"]
+    assert sorted(mined.distinct("log_id")) == ["dashcam", "drive_00"]
 
 
 def test_masks_boxes_and_scores_round_trip(mined: Any, mined_run: Path) -> None:

@@ -1,0 +1,161 @@
+"""Does ugains find the objects on the road? Measured on the road world with the shipped models.
+
+Two measurements, one table each:
+
+1. ``ugains evaluate`` on a held-out ``test`` split of the world: pAP, FPR95, AUROC, iAP,
+   iAP50 and point precision / recall for RbA alone, UGainS with FPS, k-means and random
+   points, SAM's dense grid and oracle centres (the paper's Tables 1-4 protocol).
+2. ``ugains mine`` over a world drive log (~5 % of frames hold planted objects, frame gating
+   on): recall and precision of the top-K candidates, K = the number of planted objects of at
+   least 100 px, matched at mask IoU >= 0.5, and the frames with objects that gating skipped.
+
+The world is generated from ``--seed`` into ``--world`` (default: a temporary folder), so any
+seed is a fair, unseen check of the shipped models (they were trained on seed 0's train/ood
+splits, which share no frame with any test split or log)::
+
+    python -m benchmarks.mining_quality                    # seed 1, 100 test frames, 200-frame log
+    python -m benchmarks.mining_quality --seed 7 --test-frames 60 --log-frames 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+WORLD_CONFIG = REPO / "mining_configs" / "world.yaml"
+VARIANTS = (
+    ("rba", "-"),
+    ("ugains", "fps"),
+    ("ugains", "kmeans"),
+    ("ugains", "random"),
+    ("dense-grid", "-"),
+    ("oracle", "-"),
+)
+
+
+@dataclass(frozen=True)
+class WorldQuality:
+    evaluation: list[dict[str, Any]]  # one row per variant, as `ugains evaluate` prints
+    mining: Any  # pipelines.world.scoring.MiningScore
+    evaluate_seconds: float
+    mine_seconds: float
+    log_frames: int
+
+
+def generate(root: Path, seed: int, test_frames: int, log_frames: int) -> None:
+    """The held-out test split and one drive log of the world of ``seed`` under ``root``."""
+    from pipelines.world.generate import WorldSpec, write_world
+
+    spec = WorldSpec(seed=seed, test=test_frames, logs=1, log_frames=log_frames)
+    write_world(root, spec, splits=("test", "logs"))
+
+
+def evaluate_world(root: Path, points: int | None = None) -> list[dict[str, Any]]:
+    """``ugains evaluate`` (all variants of :data:`VARIANTS`) on ``root/test``."""
+    from pipelines.config import load_config
+    from pipelines.datasets import list_samples
+    from pipelines.evaluate import Variant, evaluate
+    from pipelines.mine import pipeline_options
+
+    config = load_config(WORLD_CONFIG)
+    n = points or config.models.method.num_points
+    variants = [
+        Variant(mode) if sampler == "-" else Variant(mode, sampler, n) for mode, sampler in VARIANTS
+    ]
+    # One in-process worker: the models are small and the suite shares two cores.
+    options = pipeline_options(
+        config, ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+    )
+    return evaluate(config, "world", list_samples("world", root / "test"), variants, options)
+
+
+def mine_log(root: Path, out: Path) -> Any:
+    """``ugains mine`` (world config, frame gating on) over ``root``'s drive log, scored."""
+    from pipelines.config import ImageSource, load_config
+    from pipelines.mine import mine
+    from pipelines.world.scoring import load_ground_truth, score_run
+
+    config = load_config(WORLD_CONFIG)
+    log = ImageSource(path=str(root / "logs" / "drive_00" / "images"), log_id="drive_00")
+    output = config.output.model_copy(update={"root": str(out)})
+    config = config.model_copy(update={"sources": [log], "output": output})
+    result = mine(config, beam_args=["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    return score_run(result.run_dir, load_ground_truth([root / "logs" / "drive_00_gt.json"]))
+
+
+def measure(root: Path, seed: int, test_frames: int, log_frames: int) -> WorldQuality:
+    generate(root, seed, test_frames, log_frames)
+    start = time.perf_counter()
+    rows = evaluate_world(root)
+    evaluated = time.perf_counter()
+    score = mine_log(root, root / "mining")
+    mined = time.perf_counter()
+    return WorldQuality(rows, score, evaluated - start, mined - evaluated, log_frames)
+
+
+def format_tables(quality: WorldQuality) -> str:
+    columns = (
+        "mode",
+        "sampler",
+        "points",
+        "frames",
+        "pAP",
+        "FPR95",
+        "AUROC",
+        "iAP",
+        "iAP50",
+        "point_precision",
+        "point_recall",
+    )
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += [
+        "| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in quality.evaluation
+    ]
+    s = quality.mining
+    lines += [
+        "",
+        "| log frames | planted (>= 100 px) | K | recall@K | precision@K "
+        "| frames with objects | skipped by gating |",
+        "|---|---|---|---|---|---|---|",
+        f"| {quality.log_frames} | {s.planted} | {s.k} | {s.recall:.2f} | {s.precision:.2f} | "
+        f"{s.frames_with_objects} | {s.gated_frames_with_objects} |",
+        "",
+        f"evaluate {quality.evaluate_seconds:.0f} s, mine {quality.mine_seconds:.0f} s "
+        "(this machine)",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=1, help="world seed of the test split and log")
+    parser.add_argument("--test-frames", type=int, default=100)
+    parser.add_argument("--log-frames", type=int, default=200)
+    parser.add_argument("--world", type=Path, help="where to write the world (default: a temp dir)")
+    args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.world or Path(tmp)
+        quality = measure(root, args.seed, args.test_frames, args.log_frames)
+    print(
+        f"world seed {args.seed}: {args.test_frames} test frames, one {args.log_frames}-frame log"
+    )
+    print(format_tables(quality))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
