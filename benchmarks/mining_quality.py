@@ -20,6 +20,7 @@ splits, which share no frame with any test split or log)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from dataclasses import dataclass
@@ -84,7 +85,12 @@ def mine_log(root: Path, out: Path) -> Any:
     log = ImageSource(path=str(root / "logs" / "drive_00" / "images"), log_id="drive_00")
     output = config.output.model_copy(update={"root": str(out)})
     config = config.model_copy(update={"sources": [log], "output": output})
-    result = mine(config, beam_args=["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    # Ignore the ledger: a rerun on the same --world must mine the log again, not skip it all.
+    result = mine(
+        config,
+        beam_args=["--direct_num_workers=1", "--direct_running_mode=in_memory"],
+        ignore_ledger=True,
+    )
     return score_run(result.run_dir, load_ground_truth([root / "logs" / "drive_00_gt.json"]))
 
 
@@ -147,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = args.world or Path(tmp)
-        quality = measure(root, args.seed, args.test_frames, args.log_frames)
+    world = contextlib.nullcontext(args.world) if args.world else tempfile.TemporaryDirectory()
+    with world as root:
+        quality = measure(Path(root), args.seed, args.test_frames, args.log_frames)
     print(
         f"world seed {args.seed}: {args.test_frames} test frames, one {args.log_frames}-frame log"
     )

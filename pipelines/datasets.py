@@ -4,7 +4,8 @@ Every dataset is listed cheaply first (:func:`list_samples` -> picklable :class:
 rows holding paths only, what a Beam source fans out), then each entry is loaded on a worker
 (:func:`load_sample` -> :class:`EvalSample`). Labels are normalised to ``0`` in-distribution,
 ``1`` anomaly, ``255`` void; instance ground truth is the 8-connected components of the anomaly
-label (DESIGN.md, "Evaluation protocol").
+label (DESIGN.md, "Evaluation protocol"), except in the world layout, whose instance ids are
+read from its instance image.
 
 Layouts (``root`` is the folder given to ``ugains evaluate --data``)::
 
@@ -98,7 +99,8 @@ class EvalSample:
         image_path: the RGB frame on disk (read on first access of ``image``).
         labels: ``[H, W]`` uint8, 0 in-distribution, 1 anomaly, 255 void.
         instance_ids: ``[H, W]`` int32, 0 = no anomaly, ``k > 0`` = anomaly instance ``k``
-            (8-connected components of ``labels == 1``).
+            (the 8-connected components of ``labels == 1``; in the world layout, the ids of
+            its instance image on the anomaly pixels).
     """
 
     name: str

@@ -184,7 +184,7 @@ def runner_for(options: PipelineOptions) -> Any:
 
 
 def expand_demo_sources(config: MiningConfig) -> MiningConfig:
-    """Replace ``kind: demo`` sources by the generated demo log's image and video sources."""
+    """Replace ``kind: demo`` sources by the image source of the demo's world drive log."""
     if not any(isinstance(source, DemoSource) for source in config.sources):
         return config
     from pipelines.demo import ensure_demo

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from dataclasses import fields
 
 from pipelines.world.generate import WorldSpec, write_world
+from pipelines.world.layout import SPLITS
 
 _LOG = logging.getLogger(__name__)
-_SPLITS = ("train", "ood", "val", "test", "logs")
+_PARTS = (*SPLITS, "logs")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -37,15 +39,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     gen.add_argument(
         "--splits",
         nargs="+",
-        choices=_SPLITS,
-        default=list(_SPLITS),
+        choices=_PARTS,
+        default=list(_PARTS),
         help="which parts to write (default: all)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = WorldSpec(**{f.name: getattr(args, f.name) for f in fields(WorldSpec)})
+    """Write the world; 2 (and one line on stderr) for a bad spec or a mismatched ``--out``."""
     start = time.monotonic()
-    root = write_world(args.out, spec, tuple(args.splits))
+    try:
+        spec = WorldSpec(**{f.name: getattr(args, f.name) for f in fields(WorldSpec)})
+        root = write_world(args.out, spec, tuple(args.splits))
+    except ValueError as error:
+        print(f"ugains world: {error}", file=sys.stderr)
+        return 2
     _LOG.info("world written to %s in %.0f s", root, time.monotonic() - start)
     return 0

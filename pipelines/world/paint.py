@@ -87,13 +87,6 @@ class Stroke:
         pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
         return self.polygon(pts, colour)
 
-    def line(self, p0, p1, thickness: float, colour) -> Stroke:
-        a = (round(p0[0]), round(p0[1]))
-        b = (round(p1[0]), round(p1[1]))
-        t = max(1, round(thickness))
-        self._both(lambda layer, v: cv2.line(layer, a, b, v, t), colour)
-        return self
-
     def detail(self, draw, colour) -> Stroke:
         """Paint inside the object only (markings, texture lines): pixels outside stay."""
         layer = np.zeros(self.canvas.size, np.uint8)

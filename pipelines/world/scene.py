@@ -13,7 +13,7 @@ its width scales with ``D0 / d``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -26,10 +26,8 @@ __all__ = ["D0", "ROAD_WIDTH_M", "Scene", "WorldObject", "random_scene", "render
 D0 = 4.0  # metres from the camera to the ground seen on the bottom row
 ROAD_WIDTH_M = 8.0
 MAX_DISTANCE = 150.0  # metres; farther objects are below a pixel and not drawn
-# Cityscapes train ids used by the world.
-ROAD, SIDEWALK, BUILDING, POLE, SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR = (
-    0, 1, 2, 5, 7, 8, 9, 10, 11, 13,
-)  # fmt: skip
+# Cityscapes train ids of the background (objects.py holds those of the objects).
+ROAD, SIDEWALK, VEGETATION, TERRAIN, SKY = 0, 1, 8, 9, 10
 
 
 @dataclass(frozen=True)
@@ -124,9 +122,6 @@ class Geometry:
         self.centre = w * (0.5 + (scene.vanish - 0.5) * t + scene.curve * t**2)
         self.half_width = scene.road_half_width * np.clip(self.s, 0.0, None) + 1.0
 
-    def scale(self, distance: float) -> float:
-        return D0 / distance
-
     def ground(self, distance: float, lateral: float) -> tuple[float, float, float]:
         """(x, y, pixels per metre) of the ground point at ``distance``, ``lateral``."""
         h, w = self.scene.height, self.scene.width
@@ -192,7 +187,7 @@ def render(scene: Scene, travelled: float = 0.0) -> tuple[np.ndarray, np.ndarray
 
     Returns ``(image [H, W, 3] uint8 RGB, semantic [H, W] uint8, instances [H, W] uint16)``.
     Anomalies and outliers get their ``track_id`` as instance id and the semantic ids
-    ``objects.ANOMALY_ID`` / ``objects.OUTLIER_ID``.
+    ``layout.ANOMALY_ID`` / ``layout.OUTLIER_ID``.
     """
     geo = Geometry(scene)
     canvas = Canvas.blank(scene.height, scene.width)
@@ -222,7 +217,3 @@ def _camera(scene: Scene, canvas: Canvas) -> np.ndarray:
     if not ok:  # pragma: no cover - OpenCV always encodes JPEG
         raise RuntimeError("OpenCV failed to encode JPEG")
     return cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1].copy()
-
-
-def with_objects(scene: Scene, placed: list[WorldObject]) -> Scene:
-    return replace(scene, objects=tuple(placed))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from pipelines.cli import main
 from pipelines.datasets import list_samples, load_sample
 from pipelines.world import objects
 from pipelines.world.generate import (
@@ -167,3 +168,52 @@ def test_drive_logs_hold_anomalies_on_about_the_requested_fraction_of_frames() -
     scene = drive_log_scene(0, 0, 200, 0.05)
     tracks = {o.track_id for o in scene.objects if o.family == "anomaly"}
     assert 1 <= len(tracks) <= 6
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("train", -1),
+        ("ood", -1),
+        ("val", -1),
+        ("test", -1),
+        ("logs", -1),
+        ("log_frames", 0),
+        ("height", 31),
+        ("width", 16),
+        ("anomaly_fraction", -0.1),
+        ("anomaly_fraction", 1.5),
+    ],
+)
+def test_a_world_spec_out_of_range_names_its_field(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"^{field} must be") as error:
+        WorldSpec(**{field: value})
+    assert "\n" not in str(error.value)
+
+
+def test_a_world_spec_accepts_its_limits() -> None:
+    WorldSpec(train=0, ood=0, val=0, test=0, logs=0, log_frames=1, height=32, width=32)
+    WorldSpec(anomaly_fraction=0.0)
+    WorldSpec(anomaly_fraction=1.0)
+
+
+def test_world_generate_reports_a_bad_spec_in_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "world"
+    assert main(["world", "generate", "--out", str(out), "--test", "-1"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["ugains world: test must be >= 0, not -1"]
+    assert not out.exists()
+
+
+def test_world_generate_refuses_to_resume_a_world_of_another_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = ["--train", "0", "--ood", "0", "--val", "0", "--test", "0", "--logs", "0"]
+    out = str(tmp_path / "world")
+    assert main(["world", "generate", "--out", out, "--seed", "0", *empty]) == 0
+    capsys.readouterr()
+    assert main(["world", "generate", "--out", out, "--seed", "1", *empty]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"ugains world: world {out} has seed 0, not 1")
