@@ -1,4 +1,4 @@
-"""Timings of the per-frame transforms (DESIGN steps 2-10) on the available device.
+"""Timings of the per-frame transforms (docs/method.md steps 2-10) on the available device.
 
     .venv/bin/python benchmarks/transforms_bench.py [--device cuda] [--repeats 20]
 

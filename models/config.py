@@ -1,4 +1,4 @@
-"""Typed configuration of the models and of the UGainS method (DESIGN.md steps 1-10).
+"""Typed configuration of the models and of the UGainS method (docs/method.md steps 1-10).
 
 These sections are part of the one mining-config schema (``pipelines.config.MiningConfig``):
 unknown keys are rejected, and every constant of the method is a field whose default is
@@ -25,7 +25,7 @@ Mask2FormerArchitecture = Literal["swin_b_1dl", "swin_l_1dl", "tiny_1dl"]
 
 
 class Mask2FormerConfig(StrictModel):
-    """The in-distribution model (DESIGN step 1).
+    """The in-distribution model (docs/method.md step 1).
 
     ``format`` says how ``checkpoint`` is read: a Hugging Face model directory, an RbA
     model-zoo ``model_final.pth`` (detectron2 keys), the UGainS Lightning ``.ckpt``, or
@@ -64,7 +64,7 @@ SamModelType = Literal["vit_h", "vit_l", "vit_b", "vit_tiny", "vit_tiny_512"]
 
 
 class SamConfig(StrictModel):
-    """Segment Anything (DESIGN step 6). ``checkpoint`` null = random init (tests, demo)."""
+    """Segment Anything (docs/method.md step 6). ``checkpoint`` null = random init (tests, demo)."""
 
     model_type: SamModelType = "vit_h"
     checkpoint: str | None = None  # a .pth state dict, or zoo:<name> for a shipped one

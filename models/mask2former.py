@@ -1,4 +1,4 @@
-"""Mask2Former, the in-distribution model of UGainS (DESIGN step 1), on Hugging Face transformers.
+"""Mask2Former, the in-distribution model of UGainS (method step 1), on Hugging Face transformers.
 
 The checkpoints users bring (RbA model zoo, UGainS) use a Mask2Former head that transformers'
 stock model cannot hold: their MSDeformAttn pixel decoder runs the deformable encoder on res5

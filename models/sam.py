@@ -1,4 +1,4 @@
-"""Segment Anything (DESIGN step 6): model builder, checkpoint loader and a batched prompter.
+"""Segment Anything (method step 6): model builder, checkpoint loader and a batched prompter.
 
 :func:`build_sam` builds the ``segment_anything`` :class:`~segment_anything.modeling.Sam` of a
 registry name (``vit_h`` / ``vit_l`` / ``vit_b``) from a user's checkpoint, or randomly
@@ -76,7 +76,7 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 _UPSAMPLE_BUDGET = 1 << 26
 # Prompts per mask-decoder call. The decoder's activations grow linearly with the prompts
 # (~28 MiB each in float32: 128 prompts took 3.6 GiB on the CPU), so the 1024 prompts of a
-# dense 32x32 grid go in four calls; UGainS's 50 prompts are always one call (DESIGN step 6).
+# dense 32x32 grid go in four calls; UGainS's 50 prompts are always one call (method step 6).
 _MAX_PROMPTS_PER_CALL = 256
 
 
@@ -346,7 +346,7 @@ def preprocess_frames(sam: Sam, images: Tensor) -> Tensor:
 
 
 class SamPrompter:
-    """Batched SAM inference with one positive point per prompt (DESIGN step 6).
+    """Batched SAM inference with one positive point per prompt (docs/method.md step 6).
 
     Args:
         sam: the model (any device; the prompter follows it when it is moved).

@@ -1,7 +1,7 @@
 """One UGainS inference step: Mask2Former -> anomaly score -> point prompts -> SAM -> fusion.
 
 This module only composes: the models come from :mod:`models.mask2former` and
-:mod:`models.sam`, every operation on tensors from :mod:`transforms`. DESIGN.md steps 1-10.
+:mod:`models.sam`, every operation on tensors from :mod:`transforms`. docs/method.md steps 1-10.
 """
 
 from __future__ import annotations

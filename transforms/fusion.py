@@ -1,4 +1,4 @@
-"""Mask scores and the instance/pixel score fusion (DESIGN steps 7 and 10)."""
+"""Mask scores and the instance/pixel score fusion (docs/method.md steps 7 and 10)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _float_mask_blocks(masks: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]
 def mask_scores(
     score: torch.Tensor, masks: torch.Tensor, *, empty_value: float = -1.0
 ) -> torch.Tensor:
-    """Mean of the anomaly map inside each mask (DESIGN step 7).
+    """Mean of the anomaly map inside each mask (docs/method.md step 7).
 
     Pass ``U`` before the ignore region's -30 is applied. ``[m, HW] @ [HW]`` products over
     blocks of masks (the float copy of the masks stays under 2**27 elements); areas are exact
@@ -71,7 +71,7 @@ def fuse_scores(
     *,
     empty_value: float = -1.0,
 ) -> torch.Tensor:
-    """RbA-ensemble fusion (DESIGN step 10): ``I = sum_k s_k m_k``; ``I[I == 0] = empty_value``;
+    """RbA-ensemble fusion (method step 10): ``I = sum_k s_k m_k``; ``I[I == 0] = empty_value``;
     returns ``I + score``.
 
     The ``== 0`` test is on the summed map, as in UGainS: a covered pixel whose mask scores

@@ -1,4 +1,4 @@
-"""Mask non-maximum suppression and the ignore-region filter (DESIGN steps 8-9)."""
+"""Mask non-maximum suppression and the ignore-region filter (docs/method.md steps 8-9)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def mask_iou(masks: torch.Tensor) -> torch.Tensor:
 
 
 def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.7) -> torch.Tensor:
-    """Greedy mask NMS (DESIGN step 8).
+    """Greedy mask NMS (docs/method.md step 8).
 
     Masks are visited by descending score (equal scores: lower index first); a mask is
     suppressed when its IoU with an already kept mask is ``> iou_threshold``. No box NMS.

@@ -1,4 +1,4 @@
-"""Point prompts for SAM (DESIGN steps 3-5, and the dense-grid and oracle baselines).
+"""Point prompts for SAM (docs/method.md steps 3-5, and the dense-grid and oracle baselines).
 
 Points are ``int64`` pixel coordinates ``(x, y)`` (column, row). Candidate point sets are
 per frame and of variable length, so these functions take one frame; batching is done by the
@@ -41,7 +41,7 @@ def candidate_points(
     ignore: torch.Tensor | None = None,
     ignore_value: float = -30.0,
 ) -> torch.Tensor:
-    """Pixels likely to be anomalous (DESIGN steps 3-4).
+    """Pixels likely to be anomalous (docs/method.md steps 3-4).
 
     Pixels in ``ignore`` are first set to ``ignore_value``; the candidates are the pixels with
     ``score >= threshold``, or, when there are none, those with ``score >= fallback_threshold``.
@@ -83,7 +83,7 @@ def _squared_distances(points: torch.Tensor, point: torch.Tensor) -> torch.Tenso
 
 
 def farthest_point_sampling(points: torch.Tensor, k: int) -> torch.Tensor:
-    """Greedy farthest point sampling (DESIGN step 5).
+    """Greedy farthest point sampling (docs/method.md step 5).
 
     The first index is 0; each next one is the point with the largest squared Euclidean
     distance to the already chosen set, ties going to the lowest index. Distances are exact
@@ -216,7 +216,7 @@ def kmeans_points(points: torch.Tensor, k: int, *, seed: int, iters: int = 100) 
 
 
 def oracle_points(instance_ids: torch.Tensor) -> torch.Tensor:
-    """One prompt per ground-truth instance at its "centre" (DESIGN step 5 oracle).
+    """One prompt per ground-truth instance at its "centre" (docs/method.md step 5 oracle).
 
     The centre is the mean of the instance's pixels of maximal Euclidean distance transform
     value (distance to the nearest pixel outside the instance; the frame border is not

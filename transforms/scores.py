@@ -1,4 +1,4 @@
-"""Per-pixel anomaly scores from Mask2Former outputs (DESIGN step 2; paper Table 3).
+"""Per-pixel anomaly scores from Mask2Former outputs (docs/method.md step 2; paper Table 3).
 
 All scores are built on the Mask2Former semantic map
 
@@ -6,7 +6,7 @@ All scores are built on the Mask2Former semantic map
 
 for the K in-distribution classes (the last class, "no object", is dropped after the softmax).
 Every score is "higher = more anomalous". The functions never resize: pass mask logits at the
-resolution the score is wanted at (the caller upsamples, DESIGN step 1). Inputs of any floating
+resolution the score is wanted at (the caller upsamples, method step 1). Inputs of any floating
 dtype are accepted; the math runs in float32 and the outputs are float32 on the input device.
 """
 
@@ -83,7 +83,7 @@ def semantic_segmentation(class_logits: torch.Tensor, mask_logits: torch.Tensor)
 def rba_scores(
     class_logits: torch.Tensor, mask_logits: torch.Tensor, *, tanh: bool = False
 ) -> torch.Tensor:
-    """RbA "rejected by all" score (DESIGN step 2).
+    """RbA "rejected by all" score (docs/method.md step 2).
 
     ``tanh=False`` (UGainS, "negative logit sum"): ``U = -sum_k S[k]``, in ``[-Q, 0]``.
     ``tanh=True`` (RbA's official score): ``-sum_k tanh(S[k])``, in ``[-K, 0]``.

@@ -33,7 +33,7 @@ def evaluate_frames(
 
     Returns a dict of floats: ``pixel_accuracy`` and ``miou`` over inlier pixels (labels
     ``< num_classes``; mIoU over the classes present in the ground truth), the mean UGainS score
-    ``U`` (negative logit sum, DESIGN step 2) on inlier and on anomalous pixels
+    ``U`` (negative logit sum, docs/method.md step 2) on inlier and on anomalous pixels
     (:data:`ANOMALOUS_IDS`), and the fraction of each at or above ``threshold`` (the method's
     candidate threshold). Keys of a pixel kind absent from ``frames`` are NaN.
     """

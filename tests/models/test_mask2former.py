@@ -1,4 +1,4 @@
-"""Specification of the Mask2Former adapter (DESIGN step 1, "Checkpoints a user brings")."""
+"""Specification of the Mask2Former adapter (docs/method.md step 1, "Checkpoints a user brings")."""
 
 from __future__ import annotations
 

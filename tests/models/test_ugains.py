@@ -1,4 +1,4 @@
-"""One UGainS step (DESIGN.md steps 1-10) on synthetic frames with tiny random-init models.
+"""One UGainS step (docs/method.md steps 1-10) on synthetic frames with tiny random-init models.
 
 The invariants of steps 7-10 are checked against plain-loop recomputations from the step's own
 outputs, so they hold whatever the (untrained) models predict.

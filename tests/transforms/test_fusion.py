@@ -1,4 +1,4 @@
-"""Mask scores and score fusion against plain-loop references (DESIGN steps 7 and 10)."""
+"""Mask scores and score fusion against plain-loop references (docs/method.md steps 7 and 10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Mask NMS and the ignore filter against plain-loop references (DESIGN steps 8-9)."""
+"""Mask NMS and the ignore filter against plain-loop references (docs/method.md steps 8-9)."""
 
 from __future__ import annotations
 

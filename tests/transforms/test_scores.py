@@ -1,4 +1,4 @@
-"""Per-pixel scores against plain-loop references (DESIGN step 2)."""
+"""Per-pixel scores against plain-loop references (docs/method.md step 2)."""
 
 from __future__ import annotations
 
