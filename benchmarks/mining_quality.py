@@ -5,15 +5,15 @@ Two measurements, one table each:
 1. ``ugains evaluate`` on a held-out ``test`` split of the world: pAP, FPR95, AUROC, iAP,
    iAP50 and point precision / recall for RbA alone, UGainS with FPS, k-means and random
    points, SAM's dense grid and oracle centres (the paper's Tables 1-4 protocol).
-2. ``ugains mine`` over a world drive log (~5 % of frames hold planted objects, frame gating
-   on): recall and precision of the top-K candidates, K = the number of planted objects of at
+2. ``ugains mine`` over two world drive logs (~5 % of frames hold planted objects, frame
+   gating on): recall and precision of the top-K candidates, K = the number of planted objects of at
    least 100 px, matched at mask IoU >= 0.5, and the frames with objects that gating skipped.
 
 The world is generated from ``--seed`` into ``--world`` (default: a temporary folder), so any
 seed is a fair, unseen check of the shipped models (they were trained on seed 0's train/ood
 splits, which share no frame with any test split or log)::
 
-    python -m benchmarks.mining_quality                    # seed 1, 100 test frames, 200-frame log
+    python -m benchmarks.mining_quality              # seed 1, 100 test frames, 2 logs of 200
     python -m benchmarks.mining_quality --seed 7 --test-frames 60 --log-frames 200
 """
 
@@ -48,11 +48,11 @@ class WorldQuality:
     log_frames: int
 
 
-def generate(root: Path, seed: int, test_frames: int, log_frames: int) -> None:
-    """The held-out test split and one drive log of the world of ``seed`` under ``root``."""
+def generate(root: Path, seed: int, test_frames: int, log_frames: int, logs: int = 2) -> None:
+    """The held-out test split and ``logs`` drive logs of the world of ``seed`` under ``root``."""
     from pipelines.world.generate import WorldSpec, write_world
 
-    spec = WorldSpec(seed=seed, test=test_frames, logs=1, log_frames=log_frames)
+    spec = WorldSpec(seed=seed, test=test_frames, logs=logs, log_frames=log_frames)
     write_world(root, spec, splits=("test", "logs"))
 
 
@@ -75,23 +75,27 @@ def evaluate_world(root: Path, points: int | None = None) -> list[dict[str, Any]
     return evaluate(config, "world", list_samples("world", root / "test"), variants, options)
 
 
-def mine_log(root: Path, out: Path) -> Any:
-    """``ugains mine`` (world config, frame gating on) over ``root``'s drive log, scored."""
+def mine_logs(root: Path, out: Path) -> Any:
+    """``ugains mine`` (world config, frame gating on) over ``root``'s drive logs, scored."""
     from pipelines.config import ImageSource, load_config
     from pipelines.mine import mine
     from pipelines.world.scoring import load_ground_truth, score_run
 
     config = load_config(WORLD_CONFIG)
-    log = ImageSource(path=str(root / "logs" / "drive_00" / "images"), log_id="drive_00")
+    truth = sorted((root / "logs").glob("*_gt.json"))
+    logs = [
+        ImageSource(path=str(root / "logs" / log_id / "images"), log_id=log_id)
+        for log_id in (path.name[: -len("_gt.json")] for path in truth)
+    ]
     output = config.output.model_copy(update={"root": str(out)})
-    config = config.model_copy(update={"sources": [log], "output": output})
+    config = config.model_copy(update={"sources": logs, "output": output})
     # Ignore the ledger: a rerun on the same --world must mine the log again, not skip it all.
     result = mine(
         config,
         beam_args=["--direct_num_workers=1", "--direct_running_mode=in_memory"],
         ignore_ledger=True,
     )
-    return score_run(result.run_dir, load_ground_truth([root / "logs" / "drive_00_gt.json"]))
+    return score_run(result.run_dir, load_ground_truth(truth))
 
 
 def measure(root: Path, seed: int, test_frames: int, log_frames: int) -> WorldQuality:
@@ -99,7 +103,7 @@ def measure(root: Path, seed: int, test_frames: int, log_frames: int) -> WorldQu
     start = time.perf_counter()
     rows = evaluate_world(root)
     evaluated = time.perf_counter()
-    score = mine_log(root, root / "mining")
+    score = mine_logs(root, root / "mining")
     mined = time.perf_counter()
     return WorldQuality(rows, score, evaluated - start, mined - evaluated, log_frames)
 
@@ -131,10 +135,10 @@ def format_tables(quality: WorldQuality) -> str:
     s = quality.mining
     lines += [
         "",
-        "| log frames | planted (>= 100 px) | K | recall@K | precision@K "
+        "| frames (2 logs) | planted (>= 100 px) | K | recall@K | precision@K "
         "| frames with objects | skipped by gating |",
         "|---|---|---|---|---|---|---|",
-        f"| {quality.log_frames} | {s.planted} | {s.k} | {s.recall:.2f} | {s.precision:.2f} | "
+        f"| {2 * quality.log_frames} | {s.planted} | {s.k} | {s.recall:.2f} | {s.precision:.2f} | "
         f"{s.frames_with_objects} | {s.gated_frames_with_objects} |",
         "",
         f"evaluate {quality.evaluate_seconds:.0f} s, mine {quality.mine_seconds:.0f} s "
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     with world as root:
         quality = measure(Path(root), args.seed, args.test_frames, args.log_frames)
     print(
-        f"world seed {args.seed}: {args.test_frames} test frames, one {args.log_frames}-frame log"
+        f"world seed {args.seed}: {args.test_frames} test frames, two {args.log_frames}-frame logs"
     )
     print(format_tables(quality))
     return 0

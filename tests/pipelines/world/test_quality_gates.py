@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.mining_quality import evaluate_world, generate, mine_log
+from benchmarks.mining_quality import evaluate_world, generate, mine_logs
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def test_pixel_and_instance_metrics_stay_above_their_floors(evaluation: dict, va
 
 
 def test_mining_a_drive_log_puts_the_planted_objects_in_the_top_k(world: Path) -> None:
-    score = mine_log(world, world / "mining")
+    score = mine_logs(world, world / "mining")
     assert score.planted > 0
     assert score.gated_frames_with_objects == 0, "gating skipped a frame holding an object"
     assert score.recall >= RECALL_FLOOR, score.summary()
