@@ -295,7 +295,13 @@ def _run(args: argparse.Namespace) -> int:
         data,
         frame_shape,
     )
-    sam = build_sam(SamConfig(model_type=args.model_type, seed=args.seed, checkpoint=args.init))
+    sam = build_sam(
+        SamConfig(
+            model_type=args.model_type,
+            seed=args.seed,
+            checkpoint=str(args.init) if args.init else None,
+        )
+    )
     sam.to(device)
     run_dir: Path = args.out
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-GENERATOR_VERSION = 2  # bump whenever the same seed would draw different frames
+GENERATOR_VERSION = 3  # bump whenever the same seed would draw different frames
 FRAME_SIZE = (256, 512)  # (H, W)
 SPLIT_CODES = {"train": 1, "ood": 2, "val": 3, "test": 4, "logs": 5}
 MAX_AREA_FRACTION = 0.15  # the largest anomaly, as a fraction of the frame

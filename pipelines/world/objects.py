@@ -9,8 +9,8 @@ their strokes with the family's class id and the object's track id.
 
 The **anomaly family** (never in training): cardboard box, tyre, animal, debris, lost cargo,
 ball. The **outlier-exposure family** (pasted into training scenes for RbA's fine-tuning) is
-disjoint in shape and texture: stars, checkerboards, triangles, crosses, striped hexagons and
-rings of dots, in saturated synthetic colours.
+disjoint in shape: stars, checkerboards, triangles, crosses, striped hexagons and rings of
+dots, in any colour, from flat to textured.
 """
 
 from __future__ import annotations
@@ -283,11 +283,13 @@ ANOMALY_KINDS = tuple(ANOMALY_DRAWERS)
 
 
 def _synthetic(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
-    """A saturated colour, its complement and a rotation angle."""
-    colour = rng.choice(
-        [[255, 0, 255], [0, 230, 230], [255, 255, 0], [255, 120, 0], [120, 0, 255], [0, 255, 90]]
-    )
-    colour = np.array(colour, np.float32) * rng.uniform(0.6, 1.0)
+    """Any colour, its complement and a rotation angle.
+
+    Outlier exposure stands for "anything that is not in-distribution" (RbA pastes all of
+    COCO): colours are drawn from the whole RGB cube, dull as well as saturated, so that the
+    model cannot learn "saturated = outlier".
+    """
+    colour = rng.uniform(0, 255, 3).astype(np.float32)
     return colour, 255 - colour, rng.uniform(0, np.pi)
 
 
@@ -400,6 +402,8 @@ def draw(canvas: Canvas, obj, x: float, y: float, ppm: float) -> None:
             raise ValueError(f"unknown {obj.family} kind {obj.kind!r}")
         stroke = canvas.stroke()
         drawers[obj.kind](stroke, rng, x, y, w)
+        if obj.family == "outlier":  # surfaces from flat to grainy and blotchy
+            stroke.texture(rng, rng.uniform(0.0, 16.0), rng.uniform(0.0, 12.0))
         stroke.commit(class_id, obj.track_id)
     else:
         raise ValueError(f"unknown object family {obj.family!r}")

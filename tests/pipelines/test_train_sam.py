@@ -101,14 +101,16 @@ def test_dataset_reads_world_frames_at_the_model_size(tmp_path) -> None:
     assert (segments[160:208, 80:160] == 3).all()  # the 12x20 object, resized 4x
 
 
+def _train_argv(root: Path, run: Path, steps: int) -> list[str]:
+    return [
+        *("train", "sam", "--world", str(root), "--out", str(run), "--steps", str(steps)),
+        *("--batch-size", "2", "--points-per-image", "2", "--threads", "1"),
+        *("--checkpoint-every", "1", "--warmup-steps", "1", "--no-progress"),
+    ]
+
+
 def _train(root: Path, run: Path, steps: int = 2) -> int:
-    return cli.main(
-        [
-            *("train", "sam", "--world", str(root), "--out", str(run), "--steps", str(steps)),
-            *("--batch-size", "2", "--points-per-image", "2", "--threads", "1"),
-            *("--checkpoint-every", "1", "--warmup-steps", "1", "--no-progress"),
-        ]
-    )
+    return cli.main(_train_argv(root, run, steps))
 
 
 def test_train_sam_writes_weights_that_the_pipeline_loads(tmp_path) -> None:
@@ -137,6 +139,16 @@ def test_train_sam_writes_weights_that_the_pipeline_loads(tmp_path) -> None:
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2]
     assert {"loss", "iou", "selected_iou", "lr", "seconds"} <= set(lines[0])
+
+
+def test_a_second_stage_starts_from_the_first_stages_weights(tmp_path) -> None:
+    root, first = _write_world(tmp_path / "world"), tmp_path / "first"
+    assert _train(root, first) == 0
+    weights = first / "sam_vit_tiny_512.pth"
+    second = tmp_path / "second"
+    argv = ["--init", str(weights), "--segment-power", "0"]
+    assert cli.main([*_train_argv(root, second, 1), *argv]) == 0
+    assert f"--init {weights}" in (second / "MODEL_CARD.md").read_text()
 
 
 def test_an_interrupted_run_resumes_from_its_saved_step(tmp_path, monkeypatch) -> None:
