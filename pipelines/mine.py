@@ -511,12 +511,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _overrides(items: Sequence[str]) -> dict[str, Any]:
+def parse_overrides(items: Sequence[str], command: str = "mine") -> dict[str, Any]:
+    """``--set KEY=VALUE`` arguments as ``{dotted key: YAML-parsed value}``."""
     parsed = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"ugains mine: --set expects KEY=VALUE, got {item!r}")
+            raise SystemExit(f"ugains {command}: --set expects KEY=VALUE, got {item!r}")
         parsed[key] = yaml.safe_load(value)
     return parsed
 
@@ -526,7 +527,7 @@ def run(args: argparse.Namespace) -> int:
         # Beam's own INFO lines (shard renames, batching statistics) drown the progress lines.
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
     try:
-        config = load_config(args.config, _overrides(args.overrides))
+        config = load_config(args.config, parse_overrides(args.overrides))
         # Read before mining: a bad path is reported now, not after a long run.
         _ground_truth(config, args.ground_truth, demo=False)
         result = mine(

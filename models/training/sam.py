@@ -82,6 +82,11 @@ class SamTrainingConfig:
     # to empty, prompt-independent masks within 100 steps; with 1 the IoU rose (0.01 -> 0.15 in
     # 120 steps at lr 2e-3). Lower it when fine-tuning a model that already localises.
     segment_power: float = 1.0
+    # Prompts go only to segments covering at most this fraction of the frame (1 = all). With
+    # large "stuff" regions (road, sky, grass) among the targets, one fixed big mask scores a
+    # fair IoU whatever the prompt, and the decoder learns to ignore the point; objects only
+    # (cars, people, poles, pasted outliers) make the point the only cue.
+    max_segment_fraction: float = 1.0
     hflip: bool = True  # flip each image (and its segments) left-right with probability 1/2
     # bf16 autocast of the image encoder and mask decoder (prompt encoder and losses stay
     # float32): 1.3x faster per step on this project's AMX CPUs, the usual choice on GPUs.
@@ -131,7 +136,11 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def sample_points(
-    segments: Tensor, count: int, generator: torch.Generator, power: float = 0.0
+    segments: Tensor,
+    count: int,
+    generator: torch.Generator,
+    power: float = 0.0,
+    max_fraction: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """``count`` pixels, each uniform inside a segment drawn at random (with replacement).
 
@@ -141,6 +150,7 @@ def sample_points(
         generator: the source of randomness.
         power: a segment of ``n`` pixels is drawn with probability proportional to
             ``n ** power`` (0: uniformly among the segments present; 1: uniformly over pixels).
+        max_fraction: segments of more than this fraction of the frame's pixels are not drawn.
 
     Returns:
         ``points`` ``[N, 2]`` int64 (x, y) and ``ids`` ``[N]`` int64 their segment ids; ``N`` is
@@ -148,15 +158,16 @@ def sample_points(
     """
     flat = segments.reshape(-1)
     ids, counts = torch.unique(flat[flat >= 0], return_counts=True)
-    if ids.numel() == 0:
+    allowed = counts <= max_fraction * flat.numel()
+    if not allowed.any():
         return torch.zeros((0, 2), dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
     order = torch.argsort(flat, stable=True)  # pixels grouped by id, ids ascending
     first = int((flat < 0).sum())  # negative ids sort first
     starts = first + torch.cumsum(counts, 0) - counts
-    if power == 0:
+    if power == 0 and allowed.all():
         pick = torch.randint(0, ids.numel(), (count,), generator=generator)
     else:
-        weights = counts.double() ** power
+        weights = counts.double() ** power * allowed
         pick = torch.multinomial(weights, count, replacement=True, generator=generator)
     offset = (torch.rand(count, generator=generator, dtype=torch.float64) * counts[pick]).long()
     pixel = order[starts[pick] + offset.clamp(max=counts[pick] - 1)]
@@ -268,7 +279,11 @@ def batch_loss(
     mask_losses, iou_losses, best_ious, selected_ious = [], [], [], []
     for index in range(images.shape[0]):
         points, ids = sample_points(
-            segments[index], config.points_per_image, generator, config.segment_power
+            segments[index],
+            config.points_per_image,
+            generator,
+            config.segment_power,
+            config.max_segment_fraction,
         )
         if ids.numel() == 0:
             continue

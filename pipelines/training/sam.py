@@ -230,6 +230,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=defaults.segment_power,
         help="a prompt's segment is drawn with probability ~ pixels**power (0: uniform)",
     )
+    parser.add_argument(
+        "--max-segment-fraction",
+        type=float,
+        default=defaults.max_segment_fraction,
+        help="prompt only segments of at most this fraction of the frame (1: all)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="initialisation, data order, points")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
@@ -276,6 +282,7 @@ def _run(args: argparse.Namespace) -> int:
         warmup_steps=min(args.warmup_steps, args.steps // 2),
         weight_decay=args.weight_decay,
         segment_power=args.segment_power,
+        max_segment_fraction=args.max_segment_fraction,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         bf16=_use_bf16(args.precision, device),
@@ -361,6 +368,7 @@ def _command(args: argparse.Namespace) -> str:
         "warmup_steps",
         "weight_decay",
         "segment_power",
+        "max_segment_fraction",
         "seed",
         "threads",
         "checkpoint_every",

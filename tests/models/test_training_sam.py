@@ -71,6 +71,15 @@ def test_points_are_inside_segments_drawn_uniformly_over_segments() -> None:
     assert empty[1].shape == (0,)
 
 
+def test_segments_above_the_size_limit_get_no_prompt() -> None:
+    segments = torch.zeros((40, 40), dtype=torch.int64)  # segment 0: the "road", 1596 px
+    segments[:2, :2] = 3  # a 4-pixel object
+    _, ids = sample_points(segments, 500, torch.Generator().manual_seed(1), max_fraction=0.05)
+    assert set(ids.tolist()) == {3}
+    none = sample_points(segments.fill_(0), 5, torch.Generator(), max_fraction=0.05)
+    assert none[0].shape == (0, 2)
+
+
 def test_low_res_targets_follow_the_prompter_geometry() -> None:
     # A 256x512 frame fills the top half of the 512 input unresized; the low-res grid is 128.
     segments = torch.zeros((256, 512), dtype=torch.int64)

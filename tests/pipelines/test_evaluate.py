@@ -358,3 +358,15 @@ def test_paper_configs_hold_the_papers_settings(name):
     if name == "fishyscapes_lf":
         assert method.reference_size == (1024, 2048)
         assert method.ignore_mask is not None
+
+
+def test_set_overrides_reach_the_config_instead_of_beam(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before --set existed, it was passed on to Beam as an unknown pipeline option and ignored.
+    from pipelines.cli import main
+
+    config = Path(__file__).resolve().parents[2] / "mining_configs" / "world.yaml"
+    argv = ["evaluate", "--config", str(config), "--data", str(tmp_path)]
+    assert main([*argv, "--set", "models.method.num_points=0"]) == 2
+    assert "models.method.num_points" in caplog.text
