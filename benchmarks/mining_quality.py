@@ -56,23 +56,25 @@ def generate(root: Path, seed: int, test_frames: int, log_frames: int, logs: int
     write_world(root, spec, splits=("test", "logs"))
 
 
-def evaluate_world(root: Path, points: int | None = None) -> list[dict[str, Any]]:
-    """``ugains evaluate`` (all variants of :data:`VARIANTS`) on ``root/test``."""
+def evaluate_world(
+    root: Path, variants: tuple[tuple[str, str], ...] = VARIANTS
+) -> list[dict[str, Any]]:
+    """``ugains evaluate`` (``(mode, sampler)`` variants, the config's points) on ``root/test``."""
     from pipelines.config import load_config
     from pipelines.datasets import list_samples
     from pipelines.evaluate import Variant, evaluate
     from pipelines.mine import pipeline_options
 
     config = load_config(WORLD_CONFIG)
-    n = points or config.models.method.num_points
-    variants = [
-        Variant(mode) if sampler == "-" else Variant(mode, sampler, n) for mode, sampler in VARIANTS
+    n = config.models.method.num_points
+    rows = [
+        Variant(mode) if sampler == "-" else Variant(mode, sampler, n) for mode, sampler in variants
     ]
     # One in-process worker: the models are small and the suite shares two cores.
     options = pipeline_options(
         config, ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
     )
-    return evaluate(config, "world", list_samples("world", root / "test"), variants, options)
+    return evaluate(config, "world", list_samples("world", root / "test"), rows, options)
 
 
 def mine_logs(root: Path, out: Path) -> Any:

@@ -13,9 +13,6 @@ from pipelines.config import ImageSource
 from pipelines.demo import DEMO_FRAMES, FRAME_SIZE, demo_ground_truth, draw_scene, ensure_demo
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "mining_configs" / "demo.yaml"
-# A little below what the shipped models measured on the demo log (see the model cards).
-DEMO_RECALL_FLOOR = 0.0
-DEMO_PRECISION_FLOOR = 0.0
 
 
 def test_scenes_are_deterministic_bgr_frames_with_a_road() -> None:
@@ -49,12 +46,12 @@ def test_the_demo_command_mines_the_world_log_and_finds_the_planted_objects(
     assert "rank     score" in printed
     table = printed.split("rank     score", 1)[1].splitlines()
     assert [line.split()[0] for line in table[2:12]] == [str(rank) for rank in range(1, 11)]
-    # The score against the log's ground truth is printed, and the planted objects are found.
-    score = re.search(r"recall@(\d+) ([\d.]+) .* precision@\d+ ([\d.]+)", printed)
+    # The score against the log's ground truth is printed: K is the number of planted objects
+    # of >= 100 px, and frame gating skipped none of the frames that hold one.
+    score = re.search(r"recall@(\d+) [\d.]+ .* skipped by gating (\d+) of (\d+)", printed)
     assert score is not None, printed
-    assert int(score[1]) > 10
-    assert float(score[2]) >= DEMO_RECALL_FLOOR
-    assert float(score[3]) >= DEMO_PRECISION_FLOOR
+    assert int(score[1]) == 20
+    assert (int(score[2]), int(score[3])) == (0, 10)
     assert "UNTRAINED" not in printed
     demo = tmp_path / ".ugains_demo"
     assert "SYNTHETIC" in (demo / "README.txt").read_text()

@@ -1,10 +1,13 @@
-"""Quality gates: the shipped world models find the planted objects.
+"""Quality gates: what the shipped world models measure on a world they never saw.
 
-A change that makes mining worse fails here. The world is generated from a seed the models
-never saw (they were trained on seed 0's train/ood splits); the floors sit a little below the
-figures measured at the time the weights were shipped (benchmarks/RESULTS.md, "Road world"),
-and a split of another seed is an equally fair check (``python -m benchmarks.mining_quality
---seed N``).
+A change that makes the anomaly scoring, the prompting or the mining run worse fails here.
+The world is generated from seed 1 (the models were trained on seed 0's train/ood splits);
+floors sit a little below the figures measured when the weights were shipped (this test's own
+50 frames and log; the 100-frame, two-log table is in benchmarks/RESULTS.md, "Road world").
+
+Not gated, because the shipped world SAM does not yet produce anomaly masks (its model card
+says why): instance AP and mining recall are 0 today. Gate them here as soon as a SAM that
+follows its prompt ships.
 """
 
 from __future__ import annotations
@@ -20,50 +23,55 @@ pytestmark = pytest.mark.slow
 SEED = 1
 TEST_FRAMES = 50
 LOG_FRAMES = 200
+VARIANTS = (("rba", "-"), ("ugains", "fps"), ("oracle", "-"))
 
-# Floors per variant (percent, as `ugains evaluate` prints them); None = not gated.
-EVALUATION_FLOORS: dict[tuple[str, str], dict[str, float]] = {}
-EVALUATION_CEILINGS: dict[tuple[str, str], dict[str, float]] = {}
-RECALL_FLOOR = 0.0
-PRECISION_FLOOR = 0.0
+# Percent, as `ugains evaluate` prints them. Measured at shipping (seed 1, 50 frames):
+# rba pAP 18.92 FPR95 8.95 AUROC 95.16; ugains/fps pAP 16.04 FPR95 28.59 AUROC 93.61 point
+# recall 23.68; oracle pAP 17.69 AUROC 94.98 point precision 97.37 recall 96.71.
+FLOORS: dict[tuple[str, str], dict[str, float]] = {
+    ("rba", "-"): {"pAP": 17.0, "AUROC": 94.0},
+    ("ugains", "fps"): {"pAP": 14.0, "AUROC": 92.5, "point_recall": 20.0},
+    ("oracle", "-"): {"pAP": 15.5, "AUROC": 94.0, "point_precision": 95.0, "point_recall": 95.0},
+}
+CEILINGS: dict[tuple[str, str], dict[str, float]] = {
+    ("rba", "-"): {"FPR95": 12.0},
+    ("ugains", "fps"): {"FPR95": 33.0},
+    ("oracle", "-"): {"FPR95": 15.0},
+}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("world")
-    generate(root, SEED, TEST_FRAMES, LOG_FRAMES)
+    generate(root, SEED, TEST_FRAMES, LOG_FRAMES, logs=1)
     return root
 
 
 @pytest.fixture(scope="module")
 def evaluation(world: Path) -> dict[tuple[str, str], dict]:
-    return {(row["mode"], row["sampler"]): row for row in evaluate_world(world)}
+    rows = {(row["mode"], row["sampler"]): row for row in evaluate_world(world, VARIANTS)}
+    print(
+        {key: {k: v for k, v in row.items() if isinstance(v, float)} for key, row in rows.items()}
+    )
+    return rows
 
 
-def test_evaluation_reports_every_variant_on_every_frame(evaluation: dict) -> None:
-    assert set(evaluation) == {
-        ("rba", "-"),
-        ("ugains", "fps"),
-        ("ugains", "kmeans"),
-        ("ugains", "random"),
-        ("dense-grid", "-"),
-        ("oracle", "-"),
-    }
+def test_every_variant_is_evaluated_on_every_frame(evaluation: dict) -> None:
+    assert set(evaluation) == set(VARIANTS)
     assert {row["frames"] for row in evaluation.values()} == {TEST_FRAMES}
 
 
-@pytest.mark.parametrize("variant", sorted(EVALUATION_FLOORS))
-def test_pixel_and_instance_metrics_stay_above_their_floors(evaluation: dict, variant) -> None:
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pixel_and_point_metrics_stay_within_their_bounds(evaluation: dict, variant) -> None:
     row = evaluation[variant]
-    for metric, floor in EVALUATION_FLOORS[variant].items():
+    for metric, floor in FLOORS[variant].items():
         assert row[metric] >= floor, f"{variant} {metric} {row[metric]:.2f} < floor {floor}"
-    for metric, ceiling in EVALUATION_CEILINGS.get(variant, {}).items():
+    for metric, ceiling in CEILINGS[variant].items():
         assert row[metric] <= ceiling, f"{variant} {metric} {row[metric]:.2f} > {ceiling}"
 
 
-def test_mining_a_drive_log_puts_the_planted_objects_in_the_top_k(world: Path) -> None:
+def test_mining_a_drive_log_never_gates_away_a_frame_with_an_object(world: Path) -> None:
     score = mine_logs(world, world / "mining")
     assert score.planted > 0
-    assert score.gated_frames_with_objects == 0, "gating skipped a frame holding an object"
-    assert score.recall >= RECALL_FLOOR, score.summary()
-    assert score.precision >= PRECISION_FLOOR, score.summary()
+    assert score.frames_with_objects > 0
+    assert score.gated_frames_with_objects == 0, score.summary()
