@@ -111,19 +111,9 @@ def measure(root: Path, seed: int, test_frames: int, log_frames: int) -> WorldQu
 
 
 def format_tables(quality: WorldQuality) -> str:
-    columns = (
-        "mode",
-        "sampler",
-        "points",
-        "frames",
-        "pAP",
-        "FPR95",
-        "AUROC",
-        "iAP",
-        "iAP50",
-        "point_precision",
-        "point_recall",
-    )
+    from pipelines.evaluate import COLUMNS
+
+    columns = COLUMNS[1:]  # all but "dataset"
 
     def cell(value: Any) -> str:
         if value is None:

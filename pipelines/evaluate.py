@@ -47,7 +47,13 @@ from pipelines.config import ConfigError, InferenceConfig, MiningConfig, load_co
 from pipelines.datasets import DATASETS, LAYOUTS, EvalEntry, load_sample
 from pipelines.decode import resize_for_model
 from pipelines.inference import CompactUGainS, UGainSModelHandler
-from pipelines.mine import UnsupportedRunnerError, parse_overrides, pipeline_options, runner_for
+from pipelines.mine import (
+    UnsupportedRunnerError,
+    add_set_argument,
+    parse_overrides,
+    pipeline_options,
+    runner_for,
+)
 from transforms.metrics import ComponentMetrics, InstanceMetrics, PixelMetrics, PointMetrics
 
 ACCEPTS_BEAM_OPTIONS = True
@@ -534,14 +540,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--config", required=True, help="mining config YAML (models, method)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value by its dotted path (value parsed as YAML), repeatable",
-    )
+    add_set_argument(parser)
     parser.add_argument("--data", required=True, help="dataset root (layouts below)")
     parser.add_argument(
         "--dataset",

@@ -477,14 +477,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "refused."
     )
     parser.add_argument("--config", required=True, help="mining config YAML")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value by its dotted path (value parsed as YAML), repeatable",
-    )
+    add_set_argument(parser)
     parser.add_argument("--run-id", help="run directory name (default: UTC time + fingerprint)")
     parser.add_argument(
         "--retry-errors", action="store_true", help="mine frames that failed in earlier runs again"
@@ -508,6 +501,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             "generate`): print the run's recall and precision against it (repeatable; the "
             "demo source's own is used automatically)"
         ),
+    )
+
+
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE`` (repeatable), read back by :func:`parse_overrides`."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value by its dotted path (value parsed as YAML), repeatable",
     )
 
 
