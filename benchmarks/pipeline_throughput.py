@@ -57,7 +57,7 @@ def run_pipeline(setting, frames: int, device: torch.device, batch_size: int) ->
 
 
 def main() -> None:
-    from benchmarks.throughput import choose_setting
+    from benchmarks.settings import choose_setting
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=200)

@@ -23,7 +23,6 @@ import argparse
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,6 +33,7 @@ from benchmarks.naive_path import (
     loop_mask_scores,
     pairwise_bincount_nms,
 )
+from benchmarks.settings import Setting, choose_setting
 from models.config import Mask2FormerConfig, MethodConfig, SamConfig
 from models.mask2former import build_mask2former, favour_no_object
 from models.sam import SamPrompter, build_sam
@@ -44,26 +44,6 @@ from transforms.nms import mask_iou
 
 STAGES = ["decode", "mask2former", "score+sampling", "sam_encoder", "sam_decoder", "nms+fusion"]
 STAGES += ["crops/rows"]
-
-
-@dataclass(frozen=True)
-class Setting:
-    size: tuple[int, int]
-    mask2former: str
-    sam: str
-    reduced: bool
-
-
-def choose_setting(device: torch.device, size: str | None) -> Setting:
-    if device.type == "cuda":
-        default, m2f, sam, reduced = (1024, 2048), "swin_b_1dl", "vit_h", False
-    else:
-        default, m2f, sam, reduced = (256, 512), "tiny_1dl", "vit_tiny", True
-    if size:
-        height, width = (int(v) for v in size.lower().split("x"))
-        default = (height, width)
-        reduced = reduced or default != (1024, 2048)
-    return Setting(default, m2f, sam, reduced)
 
 
 def synthetic_frames(count: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
