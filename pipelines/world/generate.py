@@ -14,10 +14,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from pipelines.world import objects
 from pipelines.world.layout import ANOMALY_ID, VOID_ID
 from pipelines.world.scene import D0, MAX_DISTANCE, Scene, WorldObject, random_scene, render
+from transforms.masks import encode_rle, masks_to_boxes
 
 __all__ = [
     "FRAME_SIZE",
@@ -326,20 +328,20 @@ def write_drive_log(
 
 def _sighting(log_id: str, index: int, track: int, kind: str, mask: np.ndarray) -> dict:
     """One ground-truth row: an object seen in one frame, its mask as COCO RLE."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    masks = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))[None]
+    (rle,) = encode_rle(masks)
+    (box,) = masks_to_boxes(masks).tolist()
     return {
         "frame_key": f"{log_id}/{index:06d}",
         "frame_index": index,
         "instance_id": track,
         "track_id": track,
         "kind": kind,
-        "area": int(mask_utils.area(rle)),
-        "bbox_xywh": [float(v) for v in mask_utils.toBbox(rle)],
+        "area": int(mask.sum()),
+        "bbox_xywh": [float(v) for v in box],
         "height": int(mask.shape[0]),
         "width": int(mask.shape[1]),
-        "rle": rle["counts"].decode("ascii"),
+        "rle": rle,
     }
 
 

@@ -27,10 +27,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import numpy as np
+import torch
 
 from pipelines.sinks import rank_candidates, read_table
 from transforms.masks import decode_rle
+from transforms.nms import mask_iou
 
 __all__ = ["MiningScore", "load_ground_truth", "score_run", "world_frame_id"]
 
@@ -95,11 +96,6 @@ def load_ground_truth(paths: list[str | Path]) -> list[dict]:
     return rows
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
-
-
 def _counts(row: dict, min_area: int) -> bool:
     return row["area"] >= min_area and not row.get("ignore", False)
 
@@ -133,26 +129,30 @@ def score_run(
     columns = ["frame_key", "score", "instance_id", "mask_rle", "frame_height", "frame_width"]
     ranked = rank_candidates(instances.select(columns).to_pylist())[:planted]
     matched: set[tuple[str, int, int]] = set()
-    masks: dict[tuple[str, int, int], np.ndarray] = {}
     hits = false_alarms = 0
     for cand in ranked:
         h, w = cand["frame_height"], cand["frame_width"]
-        mask = decode_rle(cand["mask_rle"], h, w).numpy().astype(bool)
-        best, best_iou = None, iou
-        for row in by_frame.get(frame_ids[cand["frame_key"]], []):
-            key = (row["log_id"], row["frame_index"], row["instance_id"])
-            if key in matched and _counts(row, min_area):
-                continue
-            if key not in masks:
-                masks[key] = decode_rle(row["rle"], row["height"], row["width"]).numpy()
-            if masks[key].shape != mask.shape:
-                raise ValueError(
-                    f"frame {cand['frame_key']} is {h}x{w} in the run but "
-                    f"{row['height']}x{row['width']} in the ground truth"
-                )
-            overlap = _iou(mask, masks[key].astype(bool))
-            if overlap >= best_iou:
-                best, best_iou = row, overlap
+        rows = [
+            row
+            for row in by_frame.get(frame_ids[cand["frame_key"]], [])
+            if not (
+                (row["log_id"], row["frame_index"], row["instance_id"]) in matched
+                and _counts(row, min_area)
+            )
+        ]
+        best = None
+        if rows:
+            for row in rows:
+                if (row["height"], row["width"]) != (h, w):
+                    raise ValueError(
+                        f"frame {cand['frame_key']} is {h}x{w} in the run but "
+                        f"{row['height']}x{row['width']} in the ground truth"
+                    )
+            candidate = decode_rle(cand["mask_rle"], h, w)
+            truth = [decode_rle(row["rle"], h, w) for row in rows]
+            overlaps = mask_iou(torch.stack([candidate, *truth]))[0, 1:]  # one GEMM per frame
+            top = int(torch.argmax(overlaps))  # ties: the first sighting
+            best = rows[top] if float(overlaps[top]) >= iou else None
         if best is None:
             false_alarms += 1
         elif _counts(best, min_area):
