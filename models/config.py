@@ -72,6 +72,10 @@ class SamConfig(StrictModel):
     # None = on where it pays: bf16 + SDPA attention on CUDA, fp32 reference path on CPU.
     fast_path: bool | None = None
     compile: bool = False  # torch.compile the image encoder (CUDA only; slow first call)
+    # How a frame becomes the encoder input: "official" = the UGainS code (normalise the float
+    # frame, then plain bilinear resize); "antialiased" = SamPredictor (antialiased resize of
+    # the uint8 frame, then normalise), less aliasing when large frames are shrunk.
+    preprocess: Literal["official", "antialiased"] = "official"
 
     @field_validator("checkpoint")
     @classmethod

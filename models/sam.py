@@ -52,8 +52,10 @@ from models.errors import CheckpointError
 
 __all__ = [
     "SAM_ARCHITECTURES",
+    "SAM_PREPROCESSING",
     "CheckpointError",
     "SamArchitecture",
+    "SamPreprocess",
     "SamPrompter",
     "SdpaAttention",
     "build_sam",
@@ -325,24 +327,44 @@ def resized_size(height: int, width: int, long_side: int = IMAGE_SIZE) -> tuple[
     return int(h), int(w)
 
 
-def preprocess_frames(sam: Sam, images: Tensor) -> Tensor:
+SamPreprocess = Literal["official", "antialiased"]
+SAM_PREPROCESSING: tuple[str, ...] = ("official", "antialiased")
+
+
+def preprocess_frames(sam: Sam, images: Tensor, method: SamPreprocess = "official") -> Tensor:
     """``sam``'s encoder input ``[B, 3, S, S]`` float32 from uint8 RGB ``[B, 3, H, W]``.
 
-    ``S = sam.image_encoder.img_size``. Resize to longest side ``S`` (torchvision, bilinear,
-    antialiased, on uint8), ``(x - mean) / std`` with ``sam``'s pixel statistics, zero padding
-    at the bottom / right. Runs on ``images``' device (the pixel statistics follow it); the
-    result is the ``SamPrompter.preprocess`` of the same frames, and what ``ugains train sam``
-    feeds the encoder, so training and inference see one geometry.
+    ``S = sam.image_encoder.img_size``; the frame is resized to longest side ``S``
+    (:func:`resized_size`) and zero-padded at the bottom / right. ``method`` sets the order:
+
+    - ``"official"`` (the UGainS code, docs/method.md step 6): ``(x - mean) / std`` on the float
+      frame, then plain bilinear interpolation (``align_corners=False``, no antialiasing).
+    - ``"antialiased"`` (``SamPredictor.set_image``): antialiased bilinear resize of the uint8
+      frame (rounded back to uint8), then ``(x - mean) / std``. It aliases less when a large
+      frame is shrunk; choose it for SAM weights fine-tuned that way, or to match
+      ``SamPredictor`` outputs.
+
+    The two agree exactly when no resize is needed (a 256x512 frame at ``S = 512``). Runs on
+    ``images``' device; this is what :class:`SamPrompter` and ``ugains train sam`` feed the
+    encoder, so training and inference see one geometry.
     """
+    if method not in SAM_PREPROCESSING:
+        raise ValueError(f"method must be one of {SAM_PREPROCESSING}, got {method!r}")
     size = sam.image_encoder.img_size
     height, width = images.shape[-2:]
     h, w = resized_size(height, width, size)
-    x = images
-    if (h, w) != (height, width):
-        x = TF.resize(x, [h, w], antialias=True)
-    mean = sam.pixel_mean.to(x.device, torch.float32)
-    std = sam.pixel_std.to(x.device, torch.float32)
-    return F.pad((x.float() - mean) / std, (0, size - w, 0, size - h))
+    mean = sam.pixel_mean.to(images.device, torch.float32)
+    std = sam.pixel_std.to(images.device, torch.float32)
+    if method == "official":
+        x = (images.float() - mean) / std
+        if (h, w) != (height, width):
+            x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False)
+    else:
+        x = images
+        if (h, w) != (height, width):
+            x = TF.resize(x, [h, w], antialias=True)
+        x = (x.float() - mean) / std
+    return F.pad(x, (0, size - w, 0, size - h))
 
 
 class SamPrompter:
@@ -355,6 +377,9 @@ class SamPrompter:
             on iff the model is on CUDA. On the CPU the fast path is SDPA in fp32 only. The
             prompter sets the attention implementation of ``sam``'s encoder accordingly (in
             place, parameters untouched).
+        preprocess: how frames become the encoder input (:func:`preprocess_frames`):
+            ``"official"`` (default, the UGainS code's order) or ``"antialiased"``
+            (``SamPredictor``'s).
         compile: ``torch.compile`` the image encoder (CUDA only; ignored with a warning on the
             CPU). The first call of each new batch size compiles, which takes minutes for ViT-H
             (DESIGN.md: first compiled calls of 107-182 s on an H100); keep batches a fixed
@@ -366,9 +391,19 @@ class SamPrompter:
     decoded together (up to floating-point rounding).
     """
 
-    def __init__(self, sam: Sam, *, fast_path: bool | None = None, compile: bool = False) -> None:
+    def __init__(
+        self,
+        sam: Sam,
+        *,
+        fast_path: bool | None = None,
+        compile: bool = False,
+        preprocess: SamPreprocess = "official",
+    ) -> None:
         if not isinstance(sam, Sam):
             raise TypeError(f"sam must be a segment_anything Sam, got {type(sam).__name__}")
+        if preprocess not in SAM_PREPROCESSING:
+            raise ValueError(f"preprocess must be one of {SAM_PREPROCESSING}, got {preprocess!r}")
+        self.preprocessing: SamPreprocess = preprocess
         self.sam = sam.eval()
         self.fast_path = self.device.type == "cuda" if fast_path is None else bool(fast_path)
         use_sdpa_attention(sam.image_encoder, self.fast_path)
@@ -403,16 +438,16 @@ class SamPrompter:
     def preprocess(self, images: Tensor) -> Tensor:
         """SAM's encoder input ``[B, 3, S, S]`` float32 from uint8 RGB ``[B, 3, H, W]``.
 
-        ``S`` = :attr:`image_size` (1024 for the registry models, 512 for ``vit_tiny_512``).
-        As ``SamPredictor.set_image``: resize to longest side ``S`` (bilinear, antialiased),
-        rounded back to uint8, then ``(x - mean) / std`` and zero padding at the bottom / right.
-        SamPredictor resizes with PIL; torchvision's antialiased uint8 resize used here equals
-        PIL's bit for bit when the scale is 2 and differs by at most one grey level on about
-        0.1% of pixels otherwise (measured in the tests). On CUDA the resize runs in float32
-        and is rounded to uint8, with the same tolerance.
+        ``S`` = :attr:`image_size` (1024 for the registry models, 512 for ``vit_tiny_512``), in
+        the order :attr:`preprocessing` names (:func:`preprocess_frames`). With
+        ``"antialiased"`` it is ``SamPredictor.set_image``'s input: SamPredictor resizes with
+        PIL; torchvision's antialiased uint8 resize equals PIL's bit for bit when the scale is 2
+        and differs by at most one grey level on about 0.1% of pixels otherwise (measured in the
+        tests); on CUDA that resize runs in float32 and is rounded to uint8, same tolerance.
         """
         _check_images(images)
-        return preprocess_frames(self.sam, images.to(self.device, non_blocking=True))
+        frames = images.to(self.device, non_blocking=True)
+        return preprocess_frames(self.sam, frames, self.preprocessing)
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:

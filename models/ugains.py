@@ -373,6 +373,11 @@ def build_ugains(config: ModelsConfig, device: str | torch.device | None = None)
     prompter = None
     if config.method.mode != "rba":
         sam = build_sam(config.sam).to(target).eval()
-        prompter = SamPrompter(sam, fast_path=config.sam.fast_path, compile=config.sam.compile)
+        prompter = SamPrompter(
+            sam,
+            fast_path=config.sam.fast_path,
+            compile=config.sam.compile,
+            preprocess=config.sam.preprocess,
+        )
     ignore = load_ignore_mask(config.method.ignore_mask) if config.method.ignore_mask else None
     return UGainS(segmenter, prompter, config.method, ignore=ignore)

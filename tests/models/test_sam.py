@@ -27,6 +27,7 @@ from models.sam import (
     SdpaAttention,
     build_sam,
     build_sam_model,
+    preprocess_frames,
     resized_size,
     use_sdpa_attention,
 )
@@ -97,7 +98,8 @@ def tiny_sam():
 
 @pytest.fixture(scope="module")
 def tiny_prompter(tiny_sam) -> SamPrompter:
-    return SamPrompter(tiny_sam)
+    """SamPredictor's preprocessing, so that results compare with it end to end."""
+    return SamPrompter(tiny_sam, preprocess="antialiased")
 
 
 # --------------------------------------------------------------------------- builder / loader
@@ -186,10 +188,12 @@ def test_prompter_takes_its_geometry_from_a_512_model(sam_512) -> None:
     assert torch.equal(prompter.upsample_masks(low, (256, 512)), masks)
     torch.testing.assert_close(low_iou, iou)
     # A frame of another size: points are scaled by 512 / its long side, masks come back at
-    # its size; everything agrees with SamPredictor (which reads the size off the model).
+    # its size; everything agrees with SamPredictor (which reads the size off the model) when
+    # the prompter preprocesses as it does.
+    predictor_like = SamPrompter(sam_512, preprocess="antialiased")
     for size, seed in (((256, 512), 6), ((96, 160), 7)):
         frame, prompts = _frame(*size, seed=seed), _points(*size, 6, seed=seed)
-        ours, ours_iou = prompter(frame, [prompts])[0]
+        ours, ours_iou = predictor_like(frame, [prompts])[0]
         assert ours.shape == (6, *size)
         expected, expected_iou = _reference(sam_512, frame, prompts)
         assert _mask_iou(ours, expected).min().item() >= 0.99
@@ -311,19 +315,73 @@ def test_resized_size_is_sams_rounding(height: int, width: int, resized: tuple[i
 @pytest.mark.parametrize(
     ("height", "width", "max_levels"), [(256, 512, 0), (37, 91, 1), (300, 301, 1)]
 )
-def test_preprocess_matches_sam_predictor(
-    tiny_sam, tiny_prompter: SamPrompter, height: int, width: int, max_levels: int
+def test_antialiased_preprocessing_matches_sam_predictor(
+    tiny_sam, height: int, width: int, max_levels: int
 ) -> None:
     """PIL resize (SamPredictor) vs torchvision's uint8 resize: equal at scale 2, else 1 level."""
     image = _frame(height, width, seed=3)
     resized = ResizeLongestSide(1024).apply_image(image[0].permute(1, 2, 0).numpy())
     expected = tiny_sam.preprocess(torch.from_numpy(resized).permute(2, 0, 1)[None].float())
-    ours = tiny_prompter.preprocess(image)
+    ours = SamPrompter(tiny_sam, preprocess="antialiased").preprocess(image)
     assert ours.shape == (1, 3, 1024, 1024)
     assert ours.dtype == torch.float32
     levels = ((ours - expected) * tiny_sam.pixel_std).abs()
     assert levels.max().item() == pytest.approx(max_levels, abs=1e-3)
     assert (levels > 0.5).float().mean().item() < 0.005
+
+
+def _small_input_sam(size: int):
+    """A real (random-init) SAM whose encoder takes a ``size`` x ``size`` input."""
+    arch = sam_module.SamArchitecture(32, 1, 1, (), image_size=size)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(SAM_ARCHITECTURES, "small_input", arch)
+        return build_sam_model("small_input")
+
+
+def _bilinear_by_loops(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``F.interpolate(bilinear, align_corners=False)`` recomputed pixel by pixel (float64)."""
+    channels, in_h, in_w = image.shape
+    out = np.zeros((channels, height, width))
+    for y in range(height):
+        sy = max((y + 0.5) * in_h / height - 0.5, 0.0)
+        y0 = min(int(sy), in_h - 1)
+        y1, fy = min(y0 + 1, in_h - 1), sy - y0
+        for x in range(width):
+            sx = max((x + 0.5) * in_w / width - 0.5, 0.0)
+            x0 = min(int(sx), in_w - 1)
+            x1, fx = min(x0 + 1, in_w - 1), sx - x0
+            top = image[:, y0, x0] * (1 - fx) + image[:, y0, x1] * fx
+            bottom = image[:, y1, x0] * (1 - fx) + image[:, y1, x1] * fx
+            out[:, y, x] = top * (1 - fy) + bottom * fy
+    return out
+
+
+def test_official_preprocessing_normalises_then_shrinks_without_antialiasing() -> None:
+    """The UGainS code's order: (x - mean) / std on the float frame, plain bilinear, pad."""
+    sam = _small_input_sam(32)
+    image = _frame(24, 56, seed=4)  # longest side 56 -> 32: a 14x32 input, 18 rows of padding
+    x = preprocess_frames(sam, image)
+    assert x.shape == (1, 3, 32, 32)
+    mean = np.array(sam_module.PIXEL_MEAN)[:, None, None]
+    std = np.array(sam_module.PIXEL_STD)[:, None, None]
+    normalised = (image[0].double().numpy() - mean) / std
+    expected = _bilinear_by_loops(normalised, 14, 32)
+    np.testing.assert_allclose(x[0, :, :14].double().numpy(), expected, atol=1e-5)
+    assert not x[0, :, 14:].any()
+    # Resizing the uint8 frame with antialiasing first (SamPredictor's order) differs.
+    antialiased = preprocess_frames(sam, image, "antialiased")
+    assert (antialiased - x).abs().max().item() > 0.1
+
+
+def test_preprocessing_methods_agree_when_the_frame_needs_no_resize(sam_512) -> None:
+    image = _frame(256, 512, seed=5)
+    official = preprocess_frames(sam_512, image, "official")
+    torch.testing.assert_close(preprocess_frames(sam_512, image, "antialiased"), official)
+
+
+def test_unknown_preprocessing_is_refused(tiny_sam) -> None:
+    with pytest.raises(ValueError, match="preprocess must be one of"):
+        SamPrompter(tiny_sam, preprocess="pil")
 
 
 def test_encode_is_batched_and_equals_the_encoder(tiny_sam, tiny_prompter: SamPrompter) -> None:
@@ -365,11 +423,12 @@ def vit_b_results():
     """vit_b (seed 0) on one 256x512 frame with 8 prompts: the prompter, then SamPredictor.
 
     The encoder runs once (the prompter's); its preprocessing equals SamPredictor's bit for bit
-    at this size (test_preprocess_matches_sam_predictor), so SamPredictor decodes from it.
+    at this size (test_antialiased_preprocessing_matches_sam_predictor), so SamPredictor
+    decodes from it.
     """
     sam = build_sam(SamConfig(model_type="vit_b", seed=0))
     image, points = _frame(256, 512, seed=5), _points(256, 512, 8, seed=5)
-    prompter = SamPrompter(sam)
+    prompter = SamPrompter(sam, preprocess="antialiased")
     embedding = prompter.encode(image)[0]
     ours = prompter.segment(embedding, points, (256, 512))
     expected = _reference(sam, image, points, embedding)
