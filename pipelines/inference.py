@@ -6,8 +6,12 @@ model size, the fused map as an 8-bit PNG), because with ``share_model_across_pr
 ``model_copies`` Beam serves the model from another process and pickles every result
 (DESIGN.md: never pass full-resolution float maps between processes).
 
-A batch that fails is retried frame by frame, so one bad frame does not send its healthy
-batch-mates to ``errors``; a frame that fails alone becomes a :class:`FrameFailure`.
+A batch that fails is retried frame by frame inside the handler, so one bad frame does not send
+its healthy batch-mates to ``errors``; a frame that fails alone comes out as a
+:class:`FrameFailure` and is split off right after RunInference. The retry stays in the same
+stage on purpose: a second RunInference joined to the first by a ``Flatten`` stops the runner
+from fusing inference with the rows stage, and every frame (image + result, ~7 MB at 1024x2048)
+is then relayed through the runner process.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import posixpath
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +42,7 @@ from apache_beam.ml.inference.base import (
 from models.config import ModelsConfig
 from pipelines.config import InferenceConfig
 from pipelines.decode import DecodedFrame
-from pipelines.sources import dead_letter_failures
+from pipelines.sources import FrameFailure, dead_letter_failures
 from transforms.masks import encode_rle
 
 __all__ = [
@@ -65,10 +70,13 @@ class FrameInference:
         sam_iou: ``[M]`` float32 SAM predicted IoU.
         points: ``[M, 2]`` int64 ``(x, y)`` prompt of each mask, model pixels.
         max_anomaly_score / max_fused_score: maxima of ``U`` and ``I + U``.
-        fused_png: 8-bit PNG of the fused map; value = min + png / 255 * (max - min).
+        fused_png: 8-bit PNG of the fused map (value = min + png / 255 * (max - min)); None
+            when it is not written (no instance, or maps not stored): encoding it costs ~18 ms
+            of CPU at 1024x2048.
         semantic_png: 8-bit PNG of the in-distribution classes, or None.
         gated: frame gating skipped SAM.
-        timings: milliseconds per stage for this frame.
+        timings: model milliseconds per stage for this frame.
+        compact_ms: host milliseconds spent making this record (RLE, PNGs).
     """
 
     size: tuple[int, int]
@@ -78,12 +86,13 @@ class FrameInference:
     points: np.ndarray
     max_anomaly_score: float
     max_fused_score: float
-    fused_png: bytes
+    fused_png: bytes | None
     fused_min: float
     fused_max: float
     semantic_png: bytes | None = None
     gated: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    compact_ms: float = 0.0
 
     @property
     def num_instances(self) -> int:
@@ -112,14 +121,25 @@ def _png(array: np.ndarray) -> bytes:
     return png.tobytes()
 
 
-def compact_result(result: Any, *, store_semantic: bool = False) -> FrameInference:
-    """A :class:`models.ugains.FrameResult` -> :class:`FrameInference` (same model size)."""
+def compact_result(
+    result: Any, *, store_semantic: bool = False, store_maps: bool = True
+) -> FrameInference:
+    """A :class:`models.ugains.FrameResult` -> :class:`FrameInference` (same model size).
+
+    The fused map's PNG is made only when it will be written: ``store_maps`` and at least one
+    instance (the rows stage writes maps of frames with instances only).
+    """
+    start = time.perf_counter()
     fused = result.fused_score.numpy()
-    fused_png, low, high = encode_score_map(fused)
+    mask_rles = tuple(encode_rle(result.masks))
+    if store_maps and mask_rles:
+        fused_png, low, high = encode_score_map(fused)
+    else:
+        fused_png, low, high = None, float(fused.min()), float(fused.max())
     semantic = _png(result.semantic.numpy()) if store_semantic else None
     return FrameInference(
         size=tuple(fused.shape),
-        mask_rles=tuple(encode_rle(result.masks)),
+        mask_rles=mask_rles,
         scores=result.scores.numpy().astype(np.float32),
         sam_iou=result.sam_iou.numpy().astype(np.float32),
         points=result.points.numpy().astype(np.int64).reshape(-1, 2),
@@ -131,15 +151,17 @@ def compact_result(result: Any, *, store_semantic: bool = False) -> FrameInferen
         semantic_png=semantic,
         gated=bool(result.gated),
         timings=dict(result.timings),
+        compact_ms=(time.perf_counter() - start) * 1e3,
     )
 
 
 class CompactUGainS:
     """A UGainS step that takes uint8 RGB arrays and returns :class:`FrameInference` s."""
 
-    def __init__(self, step: Any, *, store_semantic: bool = False) -> None:
+    def __init__(self, step: Any, *, store_semantic: bool = False, store_maps: bool = True) -> None:
         self.step = step
         self.store_semantic = store_semantic
+        self.store_maps = store_maps
 
     @property
     def model_size(self) -> tuple[int, int]:
@@ -152,7 +174,10 @@ class CompactUGainS:
                 f"images must be [B, H, W, 3] uint8, got {images.shape} {images.dtype}"
             )
         batch = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-        return [compact_result(r, store_semantic=self.store_semantic) for r in self.step(batch)]
+        return [
+            compact_result(r, store_semantic=self.store_semantic, store_maps=self.store_maps)
+            for r in self.step(batch)
+        ]
 
 
 def _pick_device(configured: str) -> str:
@@ -174,17 +199,18 @@ _LOADED: dict[str, CompactUGainS] = {}
 _LOADED_LOCK = threading.Lock()
 
 
-def load_ugains(config: ModelsConfig, *, store_semantic: bool = False) -> CompactUGainS:
+def load_ugains(
+    config: ModelsConfig, *, store_semantic: bool = False, store_maps: bool = True
+) -> CompactUGainS:
     """Build the UGainS step of ``config`` on the chosen device, one load at a time per host.
 
-    A process loads each config once: the batched and the one-by-one RunInference steps of
-    :class:`RunUGainS` share the copy (Beam's own sharing is per step).
+    A process loads each config once (Beam's own sharing is per step and per handler).
     """
-    cache_key = f"{config.model_dump_json()}|{store_semantic}"
     with _LOADED_LOCK:
-        if cache_key not in _LOADED:
-            _LOADED[cache_key] = _load_ugains(config, store_semantic=store_semantic)
-        return _LOADED[cache_key]
+        if (key := config.model_dump_json()) not in _LOADED:
+            _LOADED[key] = _load_ugains(config)
+        step = _LOADED[key].step
+    return CompactUGainS(step, store_semantic=store_semantic, store_maps=store_maps)
 
 
 def _is_remote(path: str | None) -> bool:
@@ -235,7 +261,7 @@ def _stage(uri: str, root: str) -> str:
     return target
 
 
-def _load_ugains(config: ModelsConfig, *, store_semantic: bool) -> CompactUGainS:
+def _load_ugains(config: ModelsConfig) -> CompactUGainS:
     from models.ugains import build_ugains
 
     lock_path = os.path.join(tempfile.gettempdir(), "ugains-model-load.lock")
@@ -249,7 +275,7 @@ def _load_ugains(config: ModelsConfig, *, store_semantic: bool) -> CompactUGainS
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     _LOG.info("UGainS loaded on %s (model size %s)", device, step.model_size)
-    return CompactUGainS(step, store_semantic=store_semantic)
+    return CompactUGainS(step)
 
 
 class UGainSModelHandler(ModelHandler[DecodedFrame, PredictionResult, CompactUGainS]):
@@ -267,20 +293,22 @@ class UGainSModelHandler(ModelHandler[DecodedFrame, PredictionResult, CompactUGa
         inference: InferenceConfig,
         *,
         store_semantic: bool = False,
-        max_batch_size: int | None = None,
+        store_maps: bool = True,
     ) -> None:
         super().__init__(
-            min_batch_size=min(inference.min_batch_size, max_batch_size or 1 << 30),
-            max_batch_size=max_batch_size or inference.max_batch_size,
+            min_batch_size=inference.min_batch_size, max_batch_size=inference.max_batch_size
         )
         self.models = models
         self.inference = inference
         self.store_semantic = store_semantic
+        self.store_maps = store_maps
         self._share_across_processes = inference.share_model_across_processes
         self._model_copies = inference.model_copies
 
     def load_model(self) -> CompactUGainS:
-        return load_ugains(self.models, store_semantic=self.store_semantic)
+        return load_ugains(
+            self.models, store_semantic=self.store_semantic, store_maps=self.store_maps
+        )
 
     def run_inference(
         self,
@@ -288,10 +316,14 @@ class UGainSModelHandler(ModelHandler[DecodedFrame, PredictionResult, CompactUGa
         model: CompactUGainS,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
-        images = np.stack([frame.model_image for frame in batch])
-        results = model.infer(images)
-        pairs = zip(batch, results, strict=True)
-        return [PredictionResult(frame, result) for frame, result in pairs]
+        """One :class:`FrameInference` per frame, or a :class:`FrameFailure` for a frame that
+        fails alone (the batch is retried frame by frame when it fails as a whole)."""
+        try:
+            return _infer(batch, model)
+        except Exception:
+            if len(batch) > 1:
+                _LOG.warning("a batch of %d frames failed; retrying them one by one", len(batch))
+        return [_infer_alone(frame, model) for frame in batch]
 
     def get_num_bytes(self, batch: Sequence[DecodedFrame]) -> int:
         return sum(frame.model_image.nbytes for frame in batch)
@@ -303,19 +335,31 @@ class UGainSModelHandler(ModelHandler[DecodedFrame, PredictionResult, CompactUGa
         # Evaluated on the worker: its GPUs, not the launcher's.
         return self._model_copies or max(torch.cuda.device_count(), 1)
 
-    def one_at_a_time(self) -> UGainSModelHandler:
-        """The same handler with batches of one frame (the retry of a failed batch)."""
-        return UGainSModelHandler(
-            self.models, self.inference, store_semantic=self.store_semantic, max_batch_size=1
-        )
+
+def _infer(batch: Sequence[DecodedFrame], model: CompactUGainS) -> list[PredictionResult]:
+    results = model.infer(np.stack([frame.model_image for frame in batch]))
+    return [PredictionResult(f, r) for f, r in zip(batch, results, strict=True)]
 
 
-def _unbatch(dead: tuple) -> list[tuple[str, DecodedFrame]]:
-    batch, _ = dead
-    return list(batch)
+def _infer_alone(frame: DecodedFrame, model: CompactUGainS) -> PredictionResult:
+    try:
+        return _infer([frame], model)[0]
+    except Exception as error:
+        info = (type(error), repr(error), None)
+        return PredictionResult(frame, dead_letter_failures("inference", [frame.ref], info)[0])
 
 
-def _inference_failures(dead: tuple) -> list:
+class _SplitFailures(beam.DoFn):
+    """``(key, PredictionResult)``: results on the main output, failures on ``failed``."""
+
+    def process(self, element: tuple[str, PredictionResult]) -> Iterator[Any]:
+        if isinstance(element[1].inference, FrameFailure):
+            yield beam.pvalue.TaggedOutput("failed", element[1].inference)
+        else:
+            yield element
+
+
+def _inference_failures(dead: tuple) -> list[FrameFailure]:
     batch, exc_info = dead
     return dead_letter_failures("inference", [frame.ref for _, frame in batch], exc_info)
 
@@ -323,8 +367,9 @@ def _inference_failures(dead: tuple) -> list:
 class RunUGainS(beam.PTransform):
     """``PCollection[DecodedFrame]`` -> ``(PCollection[(key, PredictionResult)], failures)``.
 
-    Batched RunInference first; frames of a failed batch are retried one by one through the
-    same model (same ``model_identifier``), and only frames that fail alone are failures.
+    Batched RunInference; the handler retries the frames of a failed batch one by one, and
+    only frames that fail alone are failures (split off right after inference, so the result
+    path stays one fused stage from inference to rows).
     """
 
     def __init__(self, handler: UGainSModelHandler, model_identifier: str) -> None:
@@ -334,24 +379,18 @@ class RunUGainS(beam.PTransform):
 
     def expand(self, frames: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         keyed = frames | "KeyByFrame" >> beam.Map(lambda frame: (frame.ref.key, frame))
-        results, dead = (
+        predictions, dead = (
             keyed
             | "Batched"
             >> RunInference(
                 KeyedModelHandler(self.handler), model_identifier=self.model_identifier
             ).with_exception_handling()
         )
-        retried, still_dead = (
-            dead.failed_inferences
-            | "UnbatchFailed" >> beam.FlatMap(_unbatch)
-            | "OneByOne"
-            >> RunInference(
-                KeyedModelHandler(self.handler.one_at_a_time()),
-                model_identifier=self.model_identifier,
-            ).with_exception_handling()
+        split = predictions | "SplitFailures" >> beam.ParDo(_SplitFailures()).with_outputs(
+            "failed", main="results"
         )
-        failures = still_dead.failed_inferences | "InferenceFailures" >> beam.FlatMap(
+        unexpected = dead.failed_inferences | "InferenceFailures" >> beam.FlatMap(
             _inference_failures
         )
-        merged = (results, retried) | "AllResults" >> beam.Flatten()
-        return merged, failures
+        failures = (split.failed, unexpected) | "AllInferenceFailures" >> beam.Flatten()
+        return split.results, failures

@@ -237,7 +237,10 @@ def build_pipeline(
 ) -> None:
     """Add the mining transforms for ``plan`` to ``pipeline``, writing into ``ctx.run_dir``."""
     handler = UGainSModelHandler(
-        config.models, config.inference, store_semantic=config.output.store_semantic
+        config.models,
+        config.inference,
+        store_semantic=config.output.store_semantic,
+        store_maps=config.output.store_maps,
     )
     inference = config.inference
     model_size = tuple(config.models.method.reference_size)

@@ -24,7 +24,7 @@ from apache_beam.ml.inference.base import PredictionResult
 from pipelines.decode import DecodedFrame
 from pipelines.inference import FrameInference
 from pipelines.sources import FrameFailure, FrameRef, dead_letter_failures
-from transforms.masks import crop_box_with_margin, decode_rle, encode_rle, masks_to_boxes
+from transforms.masks import crop_box_with_margin, decode_rle, encode_rle, rle_areas_and_boxes
 
 __all__ = [
     "FRAMES",
@@ -106,21 +106,32 @@ def _crop_png(image: np.ndarray, box: tuple[int, int, int, int]) -> bytes:
     return png.tobytes()
 
 
+def _original_rles(result: FrameInference, size: tuple[int, int]) -> list[str]:
+    """The model's mask RLEs at the frame's original ``size`` (the same strings when equal)."""
+    if tuple(result.size) == tuple(size):
+        return list(result.mask_rles)
+    masks = [_to_original(decode_rle(c, *result.size).numpy(), size) for c in result.mask_rles]
+    return encode_rle(torch.from_numpy(np.stack(masks))) if masks else []
+
+
 def instance_rows(
     frame: DecodedFrame, result: FrameInference, ctx: RunContext
 ) -> list[dict[str, Any]]:
-    """One row per non-empty instance of ``frame``, in the model's (descending score) order."""
+    """One row per non-empty instance of ``frame``, in the model's (descending score) order.
+
+    Each mask is RLE-encoded once, by the model step; area and box are read off the RLE.
+    """
     size = frame.size
+    counts = _original_rles(result, size)
+    areas, boxes = rle_areas_and_boxes(counts, *size)
+    crops = crop_box_with_margin(boxes, size, ctx.crop_margin, ctx.min_crop_margin).tolist()
     rows: list[dict[str, Any]] = []
-    for i, counts in enumerate(result.mask_rles):
-        small = decode_rle(counts, *result.size).numpy()
-        mask = torch.from_numpy(_to_original(small, size))[None]
-        area = int(mask.sum())
+    for i, (mask_rle, area, box, crop) in enumerate(
+        zip(counts, areas.tolist(), boxes.tolist(), crops, strict=True)
+    ):
         if area == 0:
             continue
-        box = masks_to_boxes(mask)
-        crop = crop_box_with_margin(box, size, ctx.crop_margin, ctx.min_crop_margin)[0].tolist()
-        x, y, w, h = box[0].tolist()
+        x, y, w, h = box
         point_x, point_y = _point_to_original(result.points[i], result.size, size)
         index = len(rows)
         rows.append(
@@ -139,7 +150,7 @@ def instance_rows(
                 "bbox_h": h,
                 "point_x": point_x,
                 "point_y": point_y,
-                "mask_rle": encode_rle(mask)[0],
+                "mask_rle": mask_rle,
                 "crop_png": _crop_png(frame.image, tuple(crop)),
                 "crop_x": crop[0],
                 "crop_y": crop[1],
@@ -188,6 +199,7 @@ def frame_row(
         "semantic_uri": semantic_uri,
         "decode_ms": frame.decode_ms,
         "inference_ms": float(sum(result.timings.values())),
+        "compact_ms": result.compact_ms,
         "rows_ms": rows_ms,
         **ctx.provenance(),
     }
@@ -245,13 +257,20 @@ class _ToRows(beam.DoFn):
         self.instances = beam.metrics.Metrics.counter("ugains", "instances")
         self.progress = Progress(ctx.frames_planned)
 
+    def setup(self) -> None:
+        import cv2
+
+        # Rows are one frame at a time per worker thread; OpenCV's own thread pool (crop PNGs,
+        # resizes) would only contend with the other workers' cores.
+        cv2.setNumThreads(1)
+
     def process(self, element: tuple[str, PredictionResult]) -> Iterator[Any]:
         start = time.perf_counter()
         _, prediction = element
         frame, result = prediction.example, prediction.inference
         rows = instance_rows(frame, result, self.ctx)
         fused_uri = semantic_uri = None
-        if self.ctx.store_maps and rows:
+        if self.ctx.store_maps and rows and result.fused_png is not None:
             fused_uri = map_uri(self.ctx, frame.ref, "fused")
             _write(fused_uri, result.fused_png)
         if self.ctx.store_semantic and result.semantic_png is not None:

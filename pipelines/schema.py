@@ -96,6 +96,8 @@ FRAMES_SCHEMA = _with_metadata(
         pa.field("semantic_uri", pa.string()),  # 8-bit PNG of Cityscapes train ids, or null
         pa.field("decode_ms", pa.float32(), nullable=False),
         pa.field("inference_ms", pa.float32(), nullable=False),  # batch time / batch size
+        # host time of the inference worker's post-processing (mask RLE, fused-map PNG)
+        pa.field("compact_ms", pa.float32(), nullable=False),
         pa.field("rows_ms", pa.float32(), nullable=False),  # masks -> RLE, crops, rows
         *_PROVENANCE_FIELDS,
     ],

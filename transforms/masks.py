@@ -9,7 +9,13 @@ import torch
 
 from transforms._validate import INT_DTYPES, check_bool, check_count, check_tensor
 
-__all__ = ["crop_box_with_margin", "decode_rle", "encode_rle", "masks_to_boxes"]
+__all__ = [
+    "crop_box_with_margin",
+    "decode_rle",
+    "encode_rle",
+    "masks_to_boxes",
+    "rle_areas_and_boxes",
+]
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -52,13 +58,24 @@ def encode_rle(masks: torch.Tensor) -> list[str]:
         ``M`` ASCII strings, the ``counts`` of ``{"size": [H, W], "counts": ...}``
         (column-major, as COCO defines it).
     """
+    import cv2
     from pycocotools import mask as mask_utils
 
     check_bool("masks", masks, ndim=3)
-    if masks.shape[0] == 0:
+    count, height, width = masks.shape
+    if count == 0:
         return []
-    array = np.asfortranarray(masks.permute(1, 2, 0).cpu().numpy().astype(np.uint8))
-    return [rle["counts"].decode("ascii") for rle in mask_utils.encode(array)]
+    array = masks.cpu().numpy().view(np.uint8)
+    if height == 0 or width == 0:
+        columns = np.zeros((count, width, height), np.uint8)
+    else:
+        # pycocotools reads [H, W, M] in Fortran order, i.e. the bytes of C-order [M, W, H].
+        # OpenCV's blocked transpose writes them ~5x faster than np.asfortranarray (9 vs 48 ms
+        # for 10 masks at 1024x2048); one C call per mask, no per-pixel Python.
+        columns = np.empty((count, width, height), np.uint8)
+        for index in range(count):
+            cv2.transpose(array[index], dst=columns[index])
+    return [rle["counts"].decode("ascii") for rle in mask_utils.encode(columns.transpose(2, 1, 0))]
 
 
 def decode_rle(counts: str, height: int, width: int) -> torch.Tensor:
@@ -81,6 +98,32 @@ def decode_rle(counts: str, height: int, width: int) -> torch.Tensor:
     if (decoded != binary).any() or encode_rle(torch.from_numpy(binary)[None])[0] != counts:
         raise ValueError(invalid)
     return torch.from_numpy(np.ascontiguousarray(binary))
+
+
+def rle_areas_and_boxes(
+    counts: Sequence[str], height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel counts and tight boxes of masks given as RLE, without decoding them.
+
+    Args:
+        counts: ``M`` COCO compressed RLE strings of ``height`` x ``width`` masks
+            (:func:`encode_rle`'s output).
+
+    Returns:
+        ``areas`` ``[M]`` int64 and ``boxes`` ``[M, 4]`` int64 ``(x, y, w, h)``, equal to
+        ``masks.sum((1, 2))`` and :func:`masks_to_boxes` of the decoded masks (an empty mask
+        gives ``(0, 0, 0, 0)``).
+    """
+    from pycocotools import mask as mask_utils
+
+    check_count("height", height)
+    check_count("width", width)
+    if len(counts) == 0:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros((0, 4), dtype=torch.int64)
+    rles = [{"size": [height, width], "counts": c.encode("ascii")} for c in counts]
+    areas = torch.from_numpy(mask_utils.area(rles).astype(np.int64))
+    boxes = torch.from_numpy(np.rint(mask_utils.toBbox(rles)).astype(np.int64))
+    return areas, boxes
 
 
 def crop_box_with_margin(

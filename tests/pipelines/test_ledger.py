@@ -36,6 +36,7 @@ def write_run(run_dir: Path, ok: list[str], failed: list[str]) -> None:
                 max_fused_score=0.0,
                 decode_ms=0.0,
                 inference_ms=0.0,
+                compact_ms=0.0,
                 rows_ms=0.0,
                 config_fingerprint="fp",
                 ugains_version="0",

@@ -143,13 +143,26 @@ def test_frame_row_carries_maxima_timings_and_fits_the_schema() -> None:
     assert row["max_fused_score"] == pytest.approx(1.0)
     assert (row["fused_map_min"], row["fused_map_max"]) == pytest.approx((-1.0, 1.0))
     assert (row["decode_ms"], row["inference_ms"], row["rows_ms"]) == (2.0, 7.0, 1.25)
+    assert row["compact_ms"] == result.compact_ms > 0
     assert row["semantic_uri"] is None
     assert set(row) == set(FRAMES_SCHEMA.names)
     assert pa.Table.from_pylist([row], schema=FRAMES_SCHEMA).num_rows == 1
 
 
+def test_fused_png_is_made_only_for_frames_whose_map_is_written() -> None:
+    empty = compact_result(frame_result(torch.zeros(0, 6, 8, dtype=torch.bool), [], []))
+    assert empty.fused_png is None
+    assert (empty.fused_min, empty.fused_max) == pytest.approx((-1.0, 1.0))
+    masks = torch.zeros(1, 6, 8, dtype=torch.bool)
+    masks[0, 2, 2] = True
+    assert compact_result(frame_result(masks, [0.7], [[2, 2]]), store_maps=False).fused_png is None
+    assert compact_result(frame_result(masks, [0.7], [[2, 2]])).fused_png is not None
+
+
 def test_fused_png_restores_the_map_within_one_quantisation_step() -> None:
-    result = frame_result(torch.zeros(0, 6, 8, dtype=torch.bool), [], [])
+    masks = torch.zeros(1, 6, 8, dtype=torch.bool)
+    masks[0, 2, 2] = True
+    result = frame_result(masks, [0.7], [[2, 2]])
     compact = compact_result(result)
     png = cv2.imdecode(np.frombuffer(compact.fused_png, np.uint8), cv2.IMREAD_UNCHANGED)
     restored = compact.fused_min + png / 255.0 * (compact.fused_max - compact.fused_min)

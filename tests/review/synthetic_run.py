@@ -191,6 +191,7 @@ def write_run(
                 "semantic_uri": semantic_uri,
                 "decode_ms": 1.0,
                 "inference_ms": 10.0,
+                "compact_ms": 2.0,
                 "rows_ms": 0.5,
                 **provenance,
             }

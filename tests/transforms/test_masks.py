@@ -8,7 +8,13 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from transforms.masks import crop_box_with_margin, decode_rle, encode_rle, masks_to_boxes
+from transforms.masks import (
+    crop_box_with_margin,
+    decode_rle,
+    encode_rle,
+    masks_to_boxes,
+    rle_areas_and_boxes,
+)
 
 # pycocotools' decode trips a NumPy 2 deprecation inside the library, not in our code.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -77,6 +83,22 @@ def test_rle_matches_reference_and_round_trips(m, height, width, device) -> None
         decoded = decode_rle(counts, height, width)
         assert decoded.dtype == torch.bool
         assert decoded.tolist() == mask
+
+
+@pytest.mark.parametrize(("m", "height", "width"), SIZES)
+def test_areas_and_boxes_read_off_the_rle_equal_those_of_the_masks(m, height, width) -> None:
+    masks = random_masks(m, height, width, seed=m * 5 + height)
+    areas, boxes = rle_areas_and_boxes(encode_rle(masks), height, width)
+    assert (areas.dtype, boxes.dtype) == (torch.int64, torch.int64)
+    assert areas.tolist() == masks.sum(dim=(1, 2)).tolist()
+    assert boxes.reshape(m, 4).tolist() == [reference_box(mask) for mask in masks.tolist()]
+
+
+def test_rle_of_large_masks_equals_the_column_major_reference() -> None:
+    """The transpose path on frames larger than OpenCV's blocks (and non-square ones)."""
+    masks = random_masks(3, 301, 517, seed=9)
+    expected = mask_utils.encode(masks.permute(1, 2, 0).numpy().astype("uint8").copy("F"))
+    assert encode_rle(masks) == [rle["counts"].decode("ascii") for rle in expected]
 
 
 def test_decode_rle_rejects_invalid_strings() -> None:
