@@ -42,6 +42,7 @@ from apache_beam.ml.inference.base import (
 from models.config import ModelsConfig
 from pipelines.config import InferenceConfig
 from pipelines.decode import DecodedFrame
+from pipelines.runs import crash_point
 from pipelines.sources import FrameFailure, dead_letter_failures
 from transforms.masks import encode_rle
 
@@ -318,6 +319,7 @@ class UGainSModelHandler(ModelHandler[DecodedFrame, PredictionResult, CompactUGa
     ) -> Iterable[PredictionResult]:
         """One :class:`FrameInference` per frame, or a :class:`FrameFailure` for a frame that
         fails alone (the batch is retried frame by frame when it fails as a whole)."""
+        crash_point("inference")
         try:
             return _infer(batch, model)
         except Exception:

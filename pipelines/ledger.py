@@ -134,12 +134,18 @@ class Ledger:
             if status == "ok" or not retry_errors
         )
 
-    def record_run(self, run_dir: str, run_id: str) -> int:
-        """Add the frames and errors a finished run wrote; returns how many rows it added."""
+    def record_run(self, run_dir: str, run_id: str, *, only_new: bool = False) -> int:
+        """Add the frames and errors a finished run wrote; returns how many rows it added.
+
+        ``only_new``: leave frames the ledger already has as they are (a late record of an
+        older run must not undo a newer run's retry of its errors).
+        """
         added = 0
         for table, status in (("frames", "ok"), ("errors", "error")):
             rows = read_table(run_dir, table).select(["frame_uri", "frame_key"]).to_pylist()
             for row in rows:
+                if only_new and row["frame_uri"] in self.entries:
+                    continue
                 self.entries[row["frame_uri"]] = (row["frame_key"], status, run_id)
                 added += 1
         return added

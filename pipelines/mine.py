@@ -10,9 +10,10 @@ Runners: the DirectRunner (default; ``direct_num_workers`` worker processes with
 the usual Beam options on the command line; the DaskRunner and the PrismRunner are refused.
 
 Runs are incremental: frames already in the ledger of the config's fingerprint are skipped;
-when nothing is new, the command says so and exits 0 without creating a run directory. A
-run that fails leaves a run directory without ``run.json`` and does not touch the ledger, so
-the next run mines its frames again. While a run of a config is in progress, another run of
+when nothing is new, the command says so and exits 0 without creating a run directory. A run
+writes into a staging place and commits in one step (pipelines/runs.py); a run that fails or
+is killed leaves no committed run and no ledger entry, so the next run mines its frames again
+(and removes the leftover). While a run of a config is in progress, another run of
 the same config exits 75 (EX_TEMPFAIL) at once without doing anything (local output roots).
 Scheduling is therefore a plain periodic call, e.g. cron::
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
 import logging
 import os
 import sys
@@ -50,6 +50,14 @@ from pipelines.decode import DecodeFrames
 from pipelines.inference import RunUGainS, UGainSModelHandler, stage_checkpoints
 from pipelines.ledger import Ledger, RunInProgressError, ledger_lock
 from pipelines.rows import FailuresToRows, InstancesToRows, RunContext
+from pipelines.runs import (
+    clean_staging,
+    commit_run,
+    crash_point,
+    is_local,
+    reconcile_ledger,
+    staging_dir,
+)
 from pipelines.schema import TABLES
 from pipelines.sinks import TopCandidates, WriteTable, count_rows, read_table
 from pipelines.sources import Plan, ReadUnit, SourceError, plan_sources, write_plan
@@ -235,7 +243,7 @@ def _check_models(config: MiningConfig) -> None:
 def build_pipeline(
     pipeline: beam.Pipeline, config: MiningConfig, plan: Plan, ctx: RunContext
 ) -> None:
-    """Add the mining transforms for ``plan`` to ``pipeline``, writing into ``ctx.run_dir``."""
+    """Add the mining transforms for ``plan`` to ``pipeline``, writing into ``ctx.write_dir``."""
     handler = UGainSModelHandler(
         config.models,
         config.inference,
@@ -246,7 +254,8 @@ def build_pipeline(
     model_size = tuple(config.models.method.reference_size)
     compression = config.output.compression
 
-    plan_file = FileSystems.join(ctx.run_dir, "plan", "units.jsonl")
+    out = ctx.write_dir
+    plan_file = FileSystems.join(out, "plan", "units.jsonl")
     write_plan(plan.units, plan_file)
     units = (
         pipeline
@@ -268,45 +277,57 @@ def build_pipeline(
         | "AllFailures" >> beam.Flatten()
         | "ErrorRows" >> FailuresToRows(ctx)
     )
-    _ = instances | "WriteInstances" >> WriteTable("instances", ctx.run_dir, compression)
+    _ = instances | "WriteInstances" >> WriteTable("instances", out, compression)
     _ = (
         instances
         | "TopCandidates" >> TopCandidates(config.output.top_n)
-        | "WriteCandidates" >> WriteTable("candidates", ctx.run_dir, compression)
+        | "WriteCandidates" >> WriteTable("candidates", out, compression)
     )
-    _ = frames | "WriteFrames" >> WriteTable("frames", ctx.run_dir, compression)
-    _ = errors | "WriteErrors" >> WriteTable("errors", ctx.run_dir, compression)
+    _ = frames | "WriteFrames" >> WriteTable("frames", out, compression)
+    _ = errors | "WriteErrors" >> WriteTable("errors", out, compression)
 
 
-def _claim(run_dir: str) -> bool:
-    """Create a local run directory (atomically: False if it exists); remote: True if free."""
-    if FileSystems.get_scheme(run_dir) in (None, "file"):
+def _claim(root: str, run_id: str, fingerprint: str) -> str | None:
+    """The directory a new run ``run_id`` writes into, or None if the id is taken.
+
+    Local: its staging directory, created atomically, and only while the final directory does
+    not exist (pipelines/runs.py). Remote: the final directory, if nothing is in it.
+    """
+    run_dir = FileSystems.join(root, "runs", run_id)
+    if is_local(root):
+        if os.path.exists(run_dir):
+            return None
+        write_dir = staging_dir(root, fingerprint, run_id)
+        os.makedirs(os.path.dirname(write_dir), exist_ok=True)
         try:
-            os.makedirs(run_dir)
+            os.mkdir(write_dir)
         except FileExistsError:
-            return False
-        return True
-    return not FileSystems.match([FileSystems.join(run_dir, "*")])[0].metadata_list
+            return None
+        return write_dir
+    if FileSystems.match([FileSystems.join(run_dir, "*")])[0].metadata_list:
+        return None
+    return run_dir
 
 
-def _new_run_dir(root: str, run_id: str | None, fingerprint: str) -> tuple[str, str]:
-    """A run id whose directory does not exist yet, and that directory.
+def _new_run_dir(root: str, run_id: str | None, fingerprint: str) -> tuple[str, str, str]:
+    """A run id not taken yet, its final directory and the directory it writes into.
 
     Two runs must never write into one directory (their part files would mix): a given
     ``run_id`` that is taken is refused; a generated one taken within the same second gets a
     ``-2``, ``-3`` ... suffix.
     """
     if run_id is not None:
-        run_dir = FileSystems.join(root, "runs", run_id)
-        if not _claim(run_dir):
+        write_dir = _claim(root, run_id, fingerprint)
+        if write_dir is None:
+            run_dir = FileSystems.join(root, "runs", run_id)
             raise RunExistsError(f"run directory {run_dir} already exists; choose another --run-id")
-        return run_id, run_dir
+        return run_id, FileSystems.join(root, "runs", run_id), write_dir
     base = make_run_id(fingerprint)
     for attempt in itertools.count(1):
         run_id = base if attempt == 1 else f"{base}-{attempt}"
-        run_dir = FileSystems.join(root, "runs", run_id)
-        if _claim(run_dir):
-            return run_id, run_dir
+        write_dir = _claim(root, run_id, fingerprint)
+        if write_dir is not None:
+            return run_id, FileSystems.join(root, "runs", run_id), write_dir
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -349,8 +370,10 @@ def mine(
     """Run the mining pipeline for ``config``; returns what it did.
 
     Frames in the ledger of the config's fingerprint are skipped (unless ``ignore_ledger``;
-    failed frames are retried with ``retry_errors``). The ledger is updated only after the
-    pipeline finished and its tables are written.
+    failed frames are retried with ``retry_errors``). The run writes into a staging place and
+    commits in one step when its tables are complete (pipelines/runs.py); the ledger is
+    updated after the commit, and reconciled with the committed runs before planning, so a
+    kill at any moment never mines a frame twice nor loses one.
     """
     started = time.perf_counter()
     options = pipeline_options(config, beam_args)
@@ -363,24 +386,28 @@ def mine(
         else contextlib.nullcontext()
     )
     with lock:
-        seen = (
-            frozenset()
-            if ignore_ledger or not config.output.incremental
-            else Ledger.load(config.output.root, fingerprint).seen(retry_errors=retry_errors)
-        )
+        root = config.output.root
+        if is_local(root):
+            root = os.path.abspath(root)  # map URIs in the tables must not depend on the cwd
+        seen: frozenset[str] = frozenset()
+        if config.output.incremental:
+            clean_staging(root, fingerprint)  # this config's lock is held: those runs are dead
+            ledger = Ledger.load(root, fingerprint)
+            if reconcile_ledger(ledger, root, fingerprint):
+                ledger.save()
+            if not ignore_ledger:
+                seen = ledger.seen(retry_errors=retry_errors)
         plan = plan_sources(config.sources, skip_uris=seen)
         if plan.num_frames == 0:
             return MiningResult(None, None, 0, plan.skipped, seconds=time.perf_counter() - started)
         if check_models:
             _check_models(config)
 
-        root = config.output.root
-        if FileSystems.get_scheme(root) in (None, "file"):
-            root = os.path.abspath(root)  # map URIs in the tables must not depend on the cwd
-        run_id, run_dir = _new_run_dir(root, run_id, fingerprint)
+        run_id, run_dir, write_dir = _new_run_dir(root, run_id, fingerprint)
         ctx = RunContext(
             run_id=run_id,
             run_dir=run_dir,
+            staging_dir=write_dir if write_dir != run_dir else None,
             config_fingerprint=fingerprint,
             ugains_version=__version__,
             mask2former_checkpoint=_checkpoint_id(
@@ -406,8 +433,9 @@ def mine(
         build_pipeline(pipeline, config, plan, ctx)
         result = pipeline.run()
         result.wait_until_finish()
+        crash_point("tables-written")
 
-        counts = {table: count_rows(run_dir, table) for table in TABLES}
+        counts = {table: count_rows(write_dir, table) for table in TABLES}
         mining = MiningResult(
             run_id,
             run_dir,
@@ -417,17 +445,17 @@ def mine(
             _counters(result),
             time.perf_counter() - started,
         )
-        _write_run_json(config, ctx, mining)
+        commit_run(write_dir, run_dir, _run_record(config, ctx, mining))
         if config.output.incremental:
-            # Read again, not reused from the start: --ignore-ledger runs planned without it.
-            ledger = Ledger.load(config.output.root, fingerprint)
+            ledger = Ledger.load(root, fingerprint)
             ledger.record_run(run_dir, run_id)
             ledger.save()
         return mining
 
 
-def _write_run_json(config: MiningConfig, ctx: RunContext, result: MiningResult) -> None:
-    record = {
+def _run_record(config: MiningConfig, ctx: RunContext, result: MiningResult) -> dict[str, Any]:
+    """The content of ``run.json``, the file that commits a run."""
+    return {
         "run_id": ctx.run_id,
         "config_name": config.name,
         "config_fingerprint": ctx.config_fingerprint,
@@ -441,8 +469,6 @@ def _write_run_json(config: MiningConfig, ctx: RunContext, result: MiningResult)
         "seconds": round(result.seconds, 3),
         "config": config.model_dump(mode="json"),
     }
-    with FileSystems.create(FileSystems.join(ctx.run_dir, "run.json")) as handle:
-        handle.write(json.dumps(record, indent=2).encode())
 
 
 def format_candidates(run_dir: str, limit: int = 10) -> str:

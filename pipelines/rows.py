@@ -48,7 +48,7 @@ class RunContext:
     """What every row of a run shares: identity, provenance and output options."""
 
     run_id: str
-    run_dir: str
+    run_dir: str  # the committed run's directory: paths stored in the tables name it
     config_fingerprint: str
     ugains_version: str
     mask2former_checkpoint: str | None
@@ -58,6 +58,11 @@ class RunContext:
     store_maps: bool = True
     store_semantic: bool = False
     frames_planned: int | None = None  # the whole run's, for progress lines
+    staging_dir: str | None = None  # where the run writes until it commits (None: run_dir)
+
+    @property
+    def write_dir(self) -> str:
+        return self.staging_dir or self.run_dir
 
     def provenance(self) -> dict[str, Any]:
         return {
@@ -162,9 +167,9 @@ def instance_rows(
     return rows
 
 
-def map_uri(ctx: RunContext, ref: FrameRef, kind: str) -> str:
-    """Where a frame's ``kind`` ("fused" or "semantic") PNG goes in the run directory."""
-    return FileSystems.join(ctx.run_dir, "maps", ref.log_id, f"{ref.frame_index:06d}_{kind}.png")
+def map_uri(run_dir: str, ref: FrameRef, kind: str) -> str:
+    """Where a frame's ``kind`` ("fused" or "semantic") PNG goes in ``run_dir``."""
+    return FileSystems.join(run_dir, "maps", ref.log_id, f"{ref.frame_index:06d}_{kind}.png")
 
 
 def _write(uri: str, data: bytes) -> None:
@@ -271,11 +276,11 @@ class _ToRows(beam.DoFn):
         rows = instance_rows(frame, result, self.ctx)
         fused_uri = semantic_uri = None
         if self.ctx.store_maps and rows and result.fused_png is not None:
-            fused_uri = map_uri(self.ctx, frame.ref, "fused")
-            _write(fused_uri, result.fused_png)
+            fused_uri = map_uri(self.ctx.run_dir, frame.ref, "fused")
+            _write(map_uri(self.ctx.write_dir, frame.ref, "fused"), result.fused_png)
         if self.ctx.store_semantic and result.semantic_png is not None:
-            semantic_uri = map_uri(self.ctx, frame.ref, "semantic")
-            _write(semantic_uri, result.semantic_png)
+            semantic_uri = map_uri(self.ctx.run_dir, frame.ref, "semantic")
+            _write(map_uri(self.ctx.write_dir, frame.ref, "semantic"), result.semantic_png)
         rows_ms = (time.perf_counter() - start) * 1e3
         yield from rows
         yield beam.pvalue.TaggedOutput(

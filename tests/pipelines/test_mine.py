@@ -7,6 +7,9 @@ every test; the models are the real architectures, saved to disk and loaded back
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import apache_beam as beam
@@ -366,9 +369,59 @@ def test_a_run_never_writes_into_an_existing_run_directory(
         mine(config, beam_args=IN_MEMORY, run_id="taken", check_models=False)
     # Generated ids that collide (two runs in one second) get a suffix instead.
     monkeypatch.setattr("pipelines.mine.make_run_id", lambda fingerprint: f"T-{fingerprint}")
-    ids = [_new_run_dir(str(tmp_path), None, "fp")[0] for _ in range(3)]
-    assert ids == ["T-fp", "T-fp-2", "T-fp-3"]
-    assert all((tmp_path / "runs" / run_id).is_dir() for run_id in ids)
+    claimed = [_new_run_dir(str(tmp_path), None, "fp") for _ in range(3)]
+    assert [run_id for run_id, _, _ in claimed] == ["T-fp", "T-fp-2", "T-fp-3"]
+    # Each writes into its own staging directory; none is visible under runs/ before it commits.
+    for run_id, run_dir, write_dir in claimed:
+        assert run_dir == str(tmp_path / "runs" / run_id)
+        assert write_dir == str(tmp_path / "runs" / ".staging" / "fp" / run_id)
+        assert Path(write_dir).is_dir()
+        assert not Path(run_dir).exists()
+
+
+def _committed_frames(root: Path) -> list[str]:
+    """Frame keys in the frames and errors of every committed run (duplicates kept)."""
+    keys = []
+    for run_dir in sorted((root / "runs").iterdir()):
+        if run_dir.name.startswith(".") or not (run_dir / "run.json").exists():
+            continue
+        for table in ("frames", "errors"):
+            keys += read_table(str(run_dir), table).column("frame_key").to_pylist()
+    return keys
+
+
+@pytest.mark.parametrize("moment", ["inference", "tables-written", "committed"])
+def test_a_run_killed_at_any_moment_is_followed_by_a_rerun_that_mines_each_frame_once(
+    checkpoints: Path, drive_log: Path, tmp_path: Path, moment: str
+) -> None:
+    """kill -9 of a real `ugains mine` process during inference, after its tables are
+    finalised (before the commit) and after the commit (before the ledger update)."""
+    config = make_config(checkpoints, drive_log, tmp_path, mode="rba")
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    command = [sys.executable, "-m", "pipelines.cli", "mine", "--config", str(config_file)]
+    env = {**os.environ, "UGAINS_CRASH_AT": moment}
+    killed = subprocess.run([*command, *IN_MEMORY], env=env, capture_output=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    staged = list((tmp_path / "runs" / ".staging").glob("*/*"))
+    if moment == "committed":
+        assert not staged
+        assert len(_committed_frames(tmp_path)) == len(GOOD) + len(BAD)
+    else:  # nothing visible: only a staging directory, never read as results
+        assert len(staged) == 1
+        assert _committed_frames(tmp_path) == []
+
+    rerun = mine(config, beam_args=IN_MEMORY, check_models=False)
+
+    assert sorted(_committed_frames(tmp_path)) == sorted(GOOD + BAD)  # each exactly once
+    assert not (tmp_path / "runs" / ".staging").exists() or not any(
+        (tmp_path / "runs" / ".staging").glob("*/*")
+    )
+    ledger = Ledger.load(str(tmp_path), config.fingerprint())
+    assert sorted(key for key, _, _ in ledger.entries.values()) == sorted(GOOD + BAD)
+    if moment == "committed":  # the ledger was reconciled from the committed run
+        assert rerun.run_dir is None
+        assert rerun.planned == 0
 
 
 def test_a_run_of_a_config_already_running_starts_nothing_and_exits_75(
