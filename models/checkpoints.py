@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import torch
 from torch import Tensor
 
 from models.errors import CheckpointError
+from models.safe_load import safe_torch_load
 
 __all__ = [
     "CheckpointFormat",
@@ -46,66 +46,6 @@ __all__ = [
 ]
 
 CheckpointFormat = Literal["rba", "ugains"]
-
-# numpy arrays are plain data: allowlisting their reconstruction lets weights_only read
-# checkpoints that hold them (detectron2 writes some) without running code from the file.
-_NUMPY_CORE = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
-_NUMPY_GLOBALS: tuple[Any, ...] = (
-    _NUMPY_CORE.multiarray._reconstruct,
-    np.ndarray,
-    np.dtype,
-    *(type(np.dtype(t)) for t in ("bool", "u1", "i1", "i2", "i4", "i8", "f2", "f4", "f8")),
-)
-
-
-def safe_torch_load(path: str | os.PathLike[str]) -> Any:
-    """``torch.load(path, map_location="cpu", weights_only=True)``, with errors that say what to do.
-
-    Only tensors, numpy arrays and Python containers/scalars are read: a file whose pickle
-    needs any other class or function (custom objects, e.g. a config object in a Lightning
-    checkpoint's hyper-parameters) is refused with a :class:`CheckpointError` naming the file
-    and those globals. A missing file raises :class:`FileNotFoundError`.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path!r}")
-    try:
-        with torch.serialization.safe_globals(list(_NUMPY_GLOBALS)):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        names = _unsafe_globals(path, error)
-        if not names:  # the unpickler stopped on something that is not a pickle of globals
-            detail = re.sub(r"\s+", " ", str(error).split("WeightsUnpickler error:")[-1])
-            raise CheckpointError(
-                f"cannot read {path!r} as a PyTorch checkpoint ({detail.strip()[:200]})"
-            ) from None
-        raise CheckpointError(_unsafe_file_message(path, names)) from None
-    except Exception as error:  # torch raises KeyError/RuntimeError/... on non-checkpoints
-        raise CheckpointError(
-            f"cannot read {path!r} as a PyTorch checkpoint ({type(error).__name__}: {error})"
-        ) from error
-
-
-def _unsafe_globals(path: str, error: Exception) -> list[str]:
-    """Names of the classes/functions a refused file needs, beyond the allowed numpy ones."""
-    try:  # zip checkpoints (torch.save's default): every global the pickle references
-        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:  # legacy format: the unpickler names the first one it stopped at
-        names = re.findall(r"GLOBAL ([\w.]+)", str(error))[:1]
-    allowed = {f"{g.__module__}.{g.__qualname__}" for g in _NUMPY_GLOBALS}
-    return [name for name in names if name not in allowed]
-
-
-def _unsafe_file_message(path: str, names: list[str]) -> str:
-    return (
-        f"refusing to load {path!r}: besides tensors and containers its pickle needs "
-        f"{', '.join(names)}. Unpickling that could run arbitrary code, so checkpoints are read "
-        "with weights_only=True only. If you trust the file, re-save just its weights once, "
-        "e.g. `ckpt = torch.load(path, weights_only=False); "
-        'torch.save(ckpt["state_dict"], "weights.pt")` (ckpt["model"] for detectron2 files), '
-        "and pass the new file."
-    )
-
 
 # --- Key renaming rules -------------------------------------------------------------------------
 # A rule pairs a source-key template (relative to its section prefix) with a target-key template

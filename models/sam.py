@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
-import pickle
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from models.config import SamConfig
 from models.errors import CheckpointError
+from models.safe_load import safe_torch_load
 
 __all__ = [
     "SAM_ARCHITECTURES",
@@ -188,12 +188,7 @@ def load_sam_checkpoint(sam: Sam, path: str | os.PathLike[str]) -> None:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"SAM checkpoint {path!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise CheckpointError(
-            f"SAM checkpoint {path!r} cannot be read as a weights-only state dict: {error}"
-        ) from error
+    state = safe_torch_load(path)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(
             f"SAM checkpoint {path!r} must hold a flat state dict of tensors "

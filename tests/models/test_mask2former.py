@@ -470,9 +470,14 @@ def test_huggingface_pickles_are_loaded_weights_only(
     torch.save(
         {**tiny_segmenter.model.state_dict(), "payload": Payload()}, target / "pytorch_model.bin"
     )
-    with pytest.raises(CheckpointError, match="Weights only load failed"):
+    with pytest.raises(CheckpointError) as error:
         _load_dir(target)
     assert not marker.exists()
+    message = str(error.value)
+    assert message.startswith(f"refusing to load {str(target / 'pytorch_model.bin')!r}")
+    assert "io.open" in message  # `open` lives in io
+    assert "\n" not in message
+    assert "will likely succeed" not in message
 
 
 # --- the strict loader -----------------------------------------------------------------------
