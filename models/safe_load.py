@@ -24,7 +24,7 @@ import torch
 
 from models.errors import CheckpointError
 
-__all__ = ["pickle_globals", "safe_torch_load"]
+__all__ = ["check_pickled_weights", "pickle_globals", "safe_torch_load"]
 
 # numpy arrays are plain data: allowlisting their reconstruction lets weights_only read
 # checkpoints that hold them (detectron2 writes some) without running code from the file.
@@ -66,6 +66,19 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
         ) from error
 
 
+def check_pickled_weights(path: str | os.PathLike[str]) -> None:
+    """Refuse ``path`` (:class:`CheckpointError`, one line) if its pickle needs code, without
+    loading it: only the pickle's opcodes are read (for a zip checkpoint, its small
+    ``data.pkl``, not the tensors). Safetensors and missing files pass (their loaders decide).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path) or path.endswith(".safetensors"):
+        return
+    names = _unsafe_globals(path)
+    if names:
+        raise CheckpointError(_unsafe_file_message(path, names))
+
+
 def pickle_globals(data: bytes) -> list[str]:
     """``module.name`` of every global a pickle references, read from its opcodes (not run).
 
@@ -93,8 +106,13 @@ def pickle_globals(data: bytes) -> list[str]:
 
 def _unsafe_globals(path: str) -> list[str]:
     """Names of the classes/functions a refused file needs, beyond tensors and numpy arrays."""
-    with open(path, "rb") as handle:
-        names = pickle_globals(handle.read())
+    if zipfile.is_zipfile(path):  # torch.save's format: the pickle is one small member
+        with zipfile.ZipFile(path) as archive:
+            inner = [n for n in archive.namelist() if n.endswith("data.pkl")]
+            names = pickle_globals(archive.read(inner[0])) if inner else []
+    else:
+        with open(path, "rb") as handle:
+            names = pickle_globals(handle.read())
     allowed = {f"{g.__module__}.{g.__qualname__}" for g in _NUMPY_GLOBALS}
     allowed |= set(_torch_allowed_globals())
     return [name for name in names if name not in allowed]

@@ -32,11 +32,13 @@ import contextlib
 import itertools
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -102,6 +104,14 @@ EXIT_RUN_IN_PROGRESS = 75  # sysexits.h EX_TEMPFAIL: try again later
 
 class RunExistsError(ValueError):
     """The run directory asked for exists already."""
+
+
+class OutputRootError(ValueError):
+    """The config's output root cannot be written."""
+
+
+class RunFailedError(RuntimeError):
+    """The pipeline failed; the run was not committed and its staging directory is gone."""
 
 
 class ModelLoadError(RuntimeError):
@@ -226,6 +236,41 @@ def _ground_truth(config: MiningConfig, paths: Sequence[str], *, demo: bool) -> 
 
 def _checkpoint_id(path: str | None, fallback: str) -> str:
     return path or f"random-init:{fallback}"
+
+
+def _check_output_root(root: str) -> None:
+    """Refuse, before any work, an output root this process cannot write (one line)."""
+    if not is_local(root):
+        return  # object stores: permissions show on the first write (Beam's own errors)
+    try:
+        os.makedirs(os.path.join(root, "runs"), exist_ok=True)
+        probe = os.path.join(root, "runs", f".write-check-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise OutputRootError(f"output.root {root} cannot be written: {reason}") from None
+
+
+def _check_checkpoint_files(config: MiningConfig) -> None:
+    """Refuse, before anything starts, local checkpoint files whose pickle needs code (read
+    from the pickles' opcodes, nothing loaded): also with ``--skip-model-check``, so that
+    workers never meet them."""
+    from models.errors import CheckpointError
+    from models.safe_load import check_pickled_weights
+
+    paths = [config.models.sam.checkpoint, config.models.mask2former.checkpoint]
+    files = []
+    for path in filter(None, paths):
+        if not is_local(path):
+            continue
+        files += sorted(Path(path).glob("*.bin")) if os.path.isdir(path) else [Path(path)]
+    try:
+        for file in files:
+            check_pickled_weights(file)
+    except CheckpointError as error:
+        raise ModelLoadError(f"the models of this config cannot be loaded: {error}") from None
 
 
 def _check_models(config: MiningConfig) -> None:
@@ -379,6 +424,9 @@ def mine(
     options = pipeline_options(config, beam_args)
     config = with_mining_defaults(expand_demo_sources(config))
     fingerprint = config.fingerprint()
+    _check_output_root(
+        os.path.abspath(config.output.root) if is_local(config.output.root) else config.output.root
+    )
     # The lock spans planning (reading the ledger) to recording (writing it), see ledger_lock.
     lock = (
         ledger_lock(config.output.root, fingerprint)
@@ -400,6 +448,7 @@ def mine(
         plan = plan_sources(config.sources, skip_uris=seen)
         if plan.num_frames == 0:
             return MiningResult(None, None, 0, plan.skipped, seconds=time.perf_counter() - started)
+        _check_checkpoint_files(config)
         if check_models:
             _check_models(config)
 
@@ -431,8 +480,17 @@ def mine(
         )
         pipeline = beam.Pipeline(runner=runner_for(options), options=options)
         build_pipeline(pipeline, config, plan, ctx)
-        result = pipeline.run()
-        result.wait_until_finish()
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        except Exception as error:
+            if ctx.staging_dir:
+                shutil.rmtree(ctx.staging_dir, ignore_errors=True)
+            summary = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+            raise RunFailedError(
+                f"run {run_id} failed and was not committed ({type(error).__name__}: "
+                f"{summary[:500]}); its frames will be mined by the next run"
+            ) from error
         crash_point("tables-written")
 
         counts = {table: count_rows(write_dir, table) for table in TABLES}
@@ -579,9 +637,13 @@ def run(args: argparse.Namespace) -> int:
         ModelLoadError,
         RunExistsError,
         GroundTruthError,
+        OutputRootError,
     ) as error:
         print(f"ugains mine: {error}", file=sys.stderr)
         return 2
+    except RunFailedError as error:
+        print(f"ugains mine: {error}", file=sys.stderr)
+        return 1
     except RunInProgressError as error:
         # Not a failure of this call's input: a scheduler may simply try again later.
         print(f"ugains mine: {error}", file=sys.stderr)

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 from apache_beam.testing import test_pipeline
@@ -471,6 +472,55 @@ def test_the_command_names_the_bad_config_key(
 
     error = capsys.readouterr().err
     assert "inference.max_batch_sise: unknown key" in error
+
+
+def _config_file(config: MiningConfig, path: Path, **output: object) -> Path:
+    data = config.model_dump(mode="json")
+    data["output"].update(output)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_an_output_root_that_cannot_be_written_is_one_line_before_models_load(
+    checkpoints: Path, drive_log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a_file").write_text("")
+    root = tmp_path / "a_file" / "out"
+    config = _config_file(
+        make_config(checkpoints, drive_log, tmp_path), tmp_path / "c.yaml", root=str(root)
+    )
+    assert main(["mine", "--config", str(config), *IN_MEMORY]) == 2
+    captured = capsys.readouterr()
+    assert (
+        captured.err.strip()
+        == f"ugains mine: output.root {root} cannot be written: Not a directory"
+    )
+    assert "models load" not in captured.err
+
+
+def test_skip_model_check_still_refuses_a_checkpoint_that_needs_code_and_leaves_no_run(
+    checkpoints: Path, drive_log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str, str]]:
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "sam.pth"
+    torch.save({"payload": Payload()}, evil)
+    config = make_config(checkpoints, drive_log, tmp_path)
+    data = config.model_dump(mode="json")
+    data["models"]["sam"]["checkpoint"] = str(evil)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    argv = ["mine", "--config", str(tmp_path / "c.yaml"), "--skip-model-check", *IN_MEMORY]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert f"refusing to load {str(evil)!r}" in err
+    assert "io.open" in err
+    assert not marker.exists()
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.parquet"))
 
 
 def test_mining_gates_frames_by_default_and_evaluation_settings_are_kept() -> None:
