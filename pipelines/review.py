@@ -427,7 +427,12 @@ def build_dataset(run_dir: str | Path, name: str, top_k: int = 50) -> BuildSumma
         old = sample[ANOMALIES].detections if sample[ANOMALIES] else []
         width, height = rows[0]["frame_width"], rows[0]["frame_height"]
         fields[ANOMALIES].detections = _carry_review(old, detections, width, height)
+        schema = dataset.get_field_schema()
         for field, value in fields.items():
+            # An optional output no run stored yet (maps, semantic, timestamps) has no field
+            # in the dataset, and FiftyOne cannot type a new field from None: leave it out.
+            if value is None and field not in schema:
+                continue
             sample[field] = value
         sample.save()
         updated += 1
@@ -523,6 +528,18 @@ def _clear_out(out: Path, overwrite: bool) -> None:
         shutil.rmtree(out)
 
 
+def _coco_areas_are_pixel_counts(view: fo.DatasetView, labels: Path) -> None:
+    """COCO's ``area`` is the object's pixel count; FiftyOne's exporter writes box w * h."""
+    ids = view.values(f"{ANOMALIES}.detections.mined_instance_id", unwind=True)
+    areas = dict(zip(ids, view.values(f"{ANOMALIES}.detections.area", unwind=True), strict=True))
+    coco = json.loads(labels.read_text())
+    for annotation in coco.get("annotations", []):
+        area = areas.get(annotation.get("mined_instance_id"))
+        if area is not None:
+            annotation["area"] = int(area)
+    labels.write_text(json.dumps(coco))
+
+
 def export_tagged(
     dataset: fo.Dataset, tag: str, fmt: str, out: str | Path, overwrite: bool = False
 ) -> int:
@@ -548,6 +565,8 @@ def export_tagged(
         export_media=True,
         progress=False,
     )
+    if fmt == "coco":
+        _coco_areas_are_pixel_counts(view, out / "labels.json")
     count = view.count(f"{ANOMALIES}.detections")
     logger.info("exported %d %s detections to %s (%s)", count, tag, out, fmt)
     return count

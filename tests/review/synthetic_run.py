@@ -89,7 +89,7 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def write_run(
-    root: Path, run_id: str, frames: list[FrameSpec], semantic: bool = True
+    root: Path, run_id: str, frames: list[FrameSpec], semantic: bool = True, maps: bool = True
 ) -> SyntheticRun:
     """Write the run ``root/<run_id>``; its source frames go to ``root/<run_id>-sources``."""
     run = SyntheticRun(path=root / run_id, run_id=run_id)
@@ -166,7 +166,7 @@ def write_run(
             )
         lo, hi = float(fused.min()), float(fused.max())
         map_uri = semantic_uri = None
-        if spec.blobs:
+        if spec.blobs and maps:
             map_uri = f"maps/{spec.log_id}_{spec.index}_fused.png"
             png = np.round((fused - lo) / (hi - lo) * 255).astype(np.uint8)
             cv2.imwrite(str(run.path / map_uri), png)

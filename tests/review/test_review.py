@@ -119,6 +119,27 @@ def test_semantic_field_is_absent_when_the_run_stored_none(
     assert "semantic" not in dataset.mask_targets
 
 
+def test_a_second_run_updates_a_dataset_built_with_every_optional_output_off(
+    runs_root: Path, dataset_name: str
+) -> None:
+    """Day two: mine, build, mine again, build from the new run (no maps, no semantic)."""
+    import fiftyone as fo
+
+    first = write_run(runs_root, "bare-1", default_frames(), semantic=False, maps=False)
+    second = write_run(runs_root, "bare-2", default_frames(1), semantic=False, maps=False)
+    build_dataset(first.path, dataset_name)
+    summary = build_dataset(second.path, dataset_name)
+    assert summary == BuildSummary(added=1, updated=4, unchanged=0)
+    dataset = fo.load_dataset(dataset_name)
+    assert set(dataset.values("run_id")) == {"bare-2"}
+    assert {"semantic", "anomaly_map"}.isdisjoint(dataset.get_field_schema())
+    # A third run that does store maps adds the field to a dataset that had none.
+    third = write_run(runs_root, "maps-3", default_frames(1), semantic=True, maps=True)
+    build_dataset(third.path, dataset_name)
+    dataset.reload()
+    assert dataset.exists("anomaly_map").count() == len(dataset)
+
+
 def test_frames_use_the_image_file_or_a_jpeg_decoded_once_from_the_video(
     built: Any, run_a: SyntheticRun
 ) -> None:
@@ -315,6 +336,11 @@ def test_coco_export_reimports_as_the_same_confirmed_objects(
             mask, expected_mask = full_mask(det, WIDTH, HEIGHT), rle_mask(row)
             iou = (mask & expected_mask).sum() / (mask | expected_mask).sum()
             assert iou > 0.85
+        # COCO's area is the object's pixel count (FiftyOne writes the box's w * h).
+        annotations = json.loads((out / "labels.json").read_text())["annotations"]
+        areas = {a["mined_instance_id"]: a["area"] for a in annotations}
+        assert areas == {i: rows[i]["area"] for i in confirmed}
+        assert any(rows[i]["area"] != rows[i]["bbox_w"] * rows[i]["bbox_h"] for i in confirmed)
     finally:
         imported.delete()
 
