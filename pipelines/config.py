@@ -6,8 +6,10 @@ dotted path (``sources.0.stride: Input should be greater than or equal to 1``).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -224,8 +226,16 @@ def parse_config(data: Any, source: str = "<dict>") -> MiningConfig:
         raise ConfigError(_format_validation_error(source, data, error)) from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> MiningConfig:
-    """Read a YAML mining config. Relative paths inside stay relative to the working dir."""
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> MiningConfig:
+    """Read a YAML mining config (None: the defaults), then apply ``--set`` overrides.
+
+    Relative paths inside stay relative to the working dir.
+    """
+    if path is None:
+        data: dict[str, Any] = {}
+        for dotted, value in (overrides or {}).items():
+            _set_dotted(data, dotted, value)
+        return parse_config(data, "--set")
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -270,3 +280,26 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
             node[key] = value
         else:
             node = node[key]
+
+
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE`` (repeatable), read back by :func:`parse_overrides`."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value by its dotted path (value parsed as YAML), repeatable",
+    )
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` arguments as ``{dotted key: YAML-parsed value}``."""
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        parsed[key] = yaml.safe_load(value)
+    return parsed

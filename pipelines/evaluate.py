@@ -43,17 +43,18 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.config import MethodConfig, ModelsConfig
-from pipelines.config import ConfigError, InferenceConfig, MiningConfig, load_config
+from pipelines.config import (
+    ConfigError,
+    InferenceConfig,
+    MiningConfig,
+    add_set_argument,
+    load_config,
+    parse_overrides,
+)
 from pipelines.datasets import DATASETS, LAYOUTS, EvalEntry, load_sample
 from pipelines.decode import resize_for_model
 from pipelines.inference import CompactUGainS, UGainSModelHandler
-from pipelines.mine import (
-    UnsupportedRunnerError,
-    add_set_argument,
-    parse_overrides,
-    pipeline_options,
-    runner_for,
-)
+from pipelines.mine import UnsupportedRunnerError, pipeline_options, runner_for
 from transforms.metrics import ComponentMetrics, InstanceMetrics, PixelMetrics, PointMetrics
 
 ACCEPTS_BEAM_OPTIONS = True
@@ -639,7 +640,7 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.datasets import DatasetError, list_samples
 
     try:
-        config = load_config(args.config, parse_overrides(args.overrides, "evaluate"))
+        config = load_config(args.config, parse_overrides(args.overrides))
     except ConfigError as error:
         _LOG.error("%s", error)
         return 2

@@ -42,12 +42,18 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import yaml
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
 
 from pipelines import __version__
-from pipelines.config import ConfigError, DemoSource, MiningConfig, load_config
+from pipelines.config import (
+    ConfigError,
+    DemoSource,
+    MiningConfig,
+    add_set_argument,
+    load_config,
+    parse_overrides,
+)
 from pipelines.decode import DecodeFrames
 from pipelines.inference import RunUGainS, UGainSModelHandler, stage_checkpoints
 from pipelines.ledger import Ledger, RunInProgressError, ledger_lock
@@ -589,29 +595,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             "demo source's own is used automatically)"
         ),
     )
-
-
-def add_set_argument(parser: argparse.ArgumentParser) -> None:
-    """``--set KEY=VALUE`` (repeatable), read back by :func:`parse_overrides`."""
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value by its dotted path (value parsed as YAML), repeatable",
-    )
-
-
-def parse_overrides(items: Sequence[str], command: str = "mine") -> dict[str, Any]:
-    """``--set KEY=VALUE`` arguments as ``{dotted key: YAML-parsed value}``."""
-    parsed = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"ugains {command}: --set expects KEY=VALUE, got {item!r}")
-        parsed[key] = yaml.safe_load(value)
-    return parsed
 
 
 def run(args: argparse.Namespace) -> int:

@@ -61,7 +61,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 
-from pipelines.config import ConfigError, MiningConfig, load_config
+from pipelines.config import (
+    ConfigError,
+    MiningConfig,
+    add_set_argument,
+    load_config,
+    parse_overrides,
+)
 from pipelines.schema import CANDIDATES_SCHEMA, FRAMES_SCHEMA, SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -73,6 +79,7 @@ REVIEW_TAGS = ("confirmed", "rejected", "relabel")
 LABEL = "anomaly"
 ANOMALIES = "anomalies"
 PATCHES_VIEW = "anomaly-patches"
+RANKED_VIEW = "ranked"  # every frame, highest candidate score first: where the App opens
 EXPORT_FORMATS = {
     "coco": "COCODetectionDataset",
     "cvat": "CVATImageDataset",
@@ -441,7 +448,7 @@ def build_dataset(run_dir: str | Path, name: str, top_k: int = 50) -> BuildSumma
     _update_dataset_info(dataset, run)
     _save_views(dataset, top_k, refresh_patches=bool(added or updated))
     summary = BuildSummary(added=len(added), updated=updated, unchanged=unchanged)
-    logger.info("dataset %s from %s: %s", name, run.path, summary)
+    logger.debug("dataset %s from %s: %s", name, run.path, summary)  # the command prints it
     return summary
 
 
@@ -497,6 +504,7 @@ def _save_views(dataset: fo.Dataset, top_k: int, refresh_patches: bool) -> None:
         "max_score", reverse=True
     )
     _save_view_if_changed(dataset, f"top-{top_k}", top)
+    _save_view_if_changed(dataset, RANKED_VIEW, dataset.sort_by("max_score", reverse=True))
     for log_id in dataset.distinct("log_id"):
         view = dataset.match(F("log_id") == log_id).sort_by("frame_index")
         _save_view_if_changed(dataset, f"log-{log_id}", view)
@@ -568,7 +576,7 @@ def export_tagged(
     if fmt == "coco":
         _coco_areas_are_pixel_counts(view, out / "labels.json")
     count = view.count(f"{ANOMALIES}.detections")
-    logger.info("exported %d %s detections to %s (%s)", count, tag, out, fmt)
+    logger.debug("exported %d %s detections to %s (%s)", count, tag, out, fmt)
     return count
 
 
@@ -618,7 +626,7 @@ def write_pool(
     manifest = out / "manifest.json"
     payload = {"dataset": dataset.name, "tag": tag, "count": len(objects), "objects": objects}
     manifest.write_text(json.dumps(payload, indent=2))
-    logger.info("wrote %d %s objects to %s", len(objects), tag, out)
+    logger.debug("wrote %d %s objects to %s", len(objects), tag, out)
     return manifest
 
 
@@ -642,7 +650,14 @@ def serve_app(dataset: fo.Dataset, host: str = "127.0.0.1", port: int = 5151) ->
         # server's supervisor stops it when this process exits, even without stop().
         server = fos.ServerService(port, address=host, do_not_track=True)
         url = f"http://{host}:{port}/datasets/{dataset.slug}"
-        print(f"FiftyOne App for dataset {dataset.name!r}: {url}  (Ctrl-C to stop)", flush=True)
+        if dataset.has_saved_view(RANKED_VIEW):
+            url += f"?view={RANKED_VIEW}"  # the App's saved-view parameter (its slug)
+        views = ", ".join(dataset.list_saved_views()) or "none"
+        print(
+            f"FiftyOne App for dataset {dataset.name!r}: {url}  (Ctrl-C to stop)\n"
+            f"saved views (the App's view selector): {views}",
+            flush=True,
+        )
         server.wait()
     except KeyboardInterrupt:
         pass
@@ -683,6 +698,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             help="FiftyOne dataset name (default: the config's review.dataset or "
             "ugains-<config name>; for build, taken from the run's config)",
         )
+        add_set_argument(sub)
         return sub
 
     build = add("build", "create or update the review dataset from a mining run directory")
@@ -744,7 +760,7 @@ def _dataset_name(args: argparse.Namespace, config: MiningConfig) -> str:
     ``build`` without ``--config``, the same names taken from the config in ``run.json``."""
     if args.dataset:
         return args.dataset
-    if args.config:
+    if args.config or config.review.dataset:  # a config file, or --set review.dataset=...
         return config.review.dataset or f"ugains-{config.name}"
     if args.review_command == "build":
         run_config = _run_info(Path(args.run).expanduser()).get("config") or {}
@@ -758,7 +774,7 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.fiftyone_db import DatabaseError, review_database
 
     try:
-        config = load_config(args.config) if args.config else MiningConfig()
+        config = load_config(args.config, parse_overrides(args.overrides))
     except ConfigError as error:
         logger.error("%s", error)
         return 2

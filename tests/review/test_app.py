@@ -75,7 +75,7 @@ def test_app_answers_on_loopback_only_and_shuts_down_on_sigterm(
 ) -> None:
     build_dataset(run_a.path, dataset_name)
     port = _free_port()
-    url = f"http://127.0.0.1:{port}/datasets/{dataset_name}"
+    url = f"http://127.0.0.1:{port}/datasets/{dataset_name}?view=ranked"  # opens ranked
     command = [sys.executable, "-m", "pipelines.cli", "review", "app", "--dataset", dataset_name]
     process = subprocess.Popen(
         [*command, "--port", str(port)],  # no --host: the default must be loopback
@@ -107,6 +107,7 @@ def test_app_answers_on_loopback_only_and_shuts_down_on_sigterm(
         assert answer["name"] == dataset_name
         assert [v["name"] for v in answer["savedViews"]] == [
             "top-50",
+            "ranked",
             "log-drive_a",
             "log-drive_b",
             "anomaly-patches",

@@ -50,6 +50,25 @@ def built(run_a: SyntheticRun, dataset_name: str) -> Any:
     return fo.load_dataset(dataset_name)
 
 
+def test_review_takes_set_overrides_and_prints_its_result_once(
+    run_a: SyntheticRun,
+    dataset_name: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import fiftyone as fo
+
+    argv = ["review", "build", "--run", str(run_a.path), "--set", f"review.dataset={dataset_name}"]
+    assert cli.main([*argv, "--set", "review.top_k=2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"dataset {dataset_name}: 4 frames added, 0 updated, 0 unchanged\n"
+    assert "Summary(" not in captured.err
+    assert dataset_name not in captured.err
+    assert "top-2" in fo.load_dataset(dataset_name).list_saved_views()
+    assert cli.main(["review", "build", "--run", str(run_a.path), "--set", "review.top_k"]) == 2
+    assert caplog.messages[-1] == "--set expects KEY=VALUE, got 'review.top_k'"
+
+
 def test_one_persistent_sample_per_frame_with_candidates_one_detection_per_candidate(
     built: Any, run_a: SyntheticRun
 ) -> None:
@@ -185,6 +204,7 @@ def test_saved_views_top_k_per_log_and_patches(built: Any, run_a: SyntheticRun) 
     candidates = table_rows(run_a.path, "candidates")
     assert built.list_saved_views() == [
         f"top-{TOP_K}",
+        "ranked",
         "log-drive_a",
         "log-drive_b",
         "anomaly-patches",
@@ -193,6 +213,9 @@ def test_saved_views_top_k_per_log_and_patches(built: Any, run_a: SyntheticRun) 
     best = [r["instance_id"] for r in candidates if r["rank"] <= TOP_K]
     assert sorted(top.values("anomalies.detections.mined_instance_id", unwind=True)) == sorted(best)
     assert top.values("max_score") == sorted(top.values("max_score"), reverse=True)
+    ranked_frames = built.load_saved_view("ranked")
+    assert len(ranked_frames) == len(built)
+    assert ranked_frames.values("max_score") == sorted(built.values("max_score"), reverse=True)
     assert built.load_saved_view("log-drive_a").values("frame_key") == ["drive_a/0", "drive_a/1"]
     assert built.load_saved_view("log-drive_b").values("frame_key") == ["drive_b/1", "drive_b/3"]
     patches = built.load_saved_view("anomaly-patches")
