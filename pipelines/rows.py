@@ -238,15 +238,16 @@ class Progress:
     def tick(self, now: float) -> str | None:
         """Count one frame done at monotonic time ``now``; the line to log, if it is due."""
         self.count += 1
+        total = f" (the run has {self.planned} frames in all)" if self.planned else ""
         if self.count == 1:
-            # The first frame's time includes the model warm-up: rates count from it.
+            # Said at once, so a user sees the run working; its time includes the model
+            # warm-up, so rates count from it.
             self.started = self.reported = now
-            return None
+            return f"progress: this worker has processed its first frame{total}"
         if now - self.reported < self.every:
             return None
         self.reported = now
         rate = (self.count - 1) / (now - self.started)
-        total = f" (the run has {self.planned} frames in all)" if self.planned else ""
         return (
             f"progress: this worker has processed {self.count} frames, {rate:.1f} frames/s{total}"
         )

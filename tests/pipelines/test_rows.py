@@ -189,12 +189,12 @@ def test_error_row_names_stage_and_reason() -> None:
     assert pa.Table.from_pylist([row], schema=ERRORS_SCHEMA).num_rows == 1
 
 
-def test_progress_lines_come_at_most_every_interval_with_the_rate() -> None:
+def test_progress_says_the_first_frame_at_once_then_at_most_every_interval_with_the_rate() -> None:
     progress = Progress(planned=1000, every=10.0)
     # Frame 1 at t=0 starts the clock (its time holds the model warm-up).
     lines = [progress.tick(t) for t in (0.0, 2.0, 4.0, 6.0, 8.0, 9.9, 10.0, 12.0, 30.0)]
     total = " (the run has 1000 frames in all)"
-    assert lines == [None] * 6 + [
+    assert lines == ["progress: this worker has processed its first frame" + total] + [None] * 5 + [
         "progress: this worker has processed 7 frames, 0.6 frames/s" + total,
         None,
         "progress: this worker has processed 9 frames, 0.3 frames/s" + total,
