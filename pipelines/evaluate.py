@@ -54,7 +54,7 @@ from pipelines.config import (
 from pipelines.datasets import DATASETS, LAYOUTS, EvalEntry, load_sample
 from pipelines.decode import resize_for_model
 from pipelines.inference import CompactUGainS, UGainSModelHandler
-from pipelines.mine import UnsupportedRunnerError, pipeline_options, runner_for
+from pipelines.mine import UnsupportedRunnerError, pipeline_options, quiet_beam_logs, runner_for
 from transforms.metrics import ComponentMetrics, InstanceMetrics, PixelMetrics, PointMetrics
 
 ACCEPTS_BEAM_OPTIONS = True
@@ -639,6 +639,7 @@ def evaluate(
 def run(args: argparse.Namespace) -> int:
     from pipelines.datasets import DatasetError, list_samples
 
+    quiet_beam_logs()  # as `ugains mine`: Beam's INFO lines would drown the report
     try:
         config = load_config(args.config, parse_overrides(args.overrides))
     except ConfigError as error:

@@ -83,6 +83,7 @@ __all__ = [
     "make_run_id",
     "mine",
     "pipeline_options",
+    "quiet_beam_logs",
     "run",
     "runner_for",
     "with_mining_defaults",
@@ -597,10 +598,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def quiet_beam_logs() -> None:
+    """Beam's own INFO lines (shard renames, batching statistics) drown the progress lines:
+    log Beam at WARNING unless the user asked for DEBUG."""
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        # Beam's own INFO lines (shard renames, batching statistics) drown the progress lines.
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
+
+
+def run(args: argparse.Namespace) -> int:
+    quiet_beam_logs()
     try:
         config = load_config(args.config, parse_overrides(args.overrides))
         # Read before mining: a bad path is reported now, not after a long run.
