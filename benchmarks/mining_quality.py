@@ -62,7 +62,7 @@ def evaluate_world(
     """``ugains evaluate`` (``(mode, sampler)`` variants, the config's points) on ``root/test``."""
     from pipelines.config import load_config
     from pipelines.datasets import list_samples
-    from pipelines.evaluate import Variant, evaluate
+    from pipelines.evaluation import Variant, evaluate
     from pipelines.mine import pipeline_options
 
     config = load_config(WORLD_CONFIG)
@@ -111,7 +111,7 @@ def measure(root: Path, seed: int, test_frames: int, log_frames: int) -> WorldQu
 
 
 def format_tables(quality: WorldQuality) -> str:
-    from pipelines.evaluate import COLUMNS
+    from pipelines.evaluation import COLUMNS
 
     columns = COLUMNS[1:]  # all but "dataset"
 

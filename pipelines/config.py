@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from apache_beam.io.filesystems import FileSystems
 from pydantic import Field, ValidationError, model_validator
 
 from models.config import ModelsConfig, StrictModel
@@ -152,13 +152,21 @@ class MiningConfig(StrictModel):
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def is_local_uri(uri: str) -> bool:
+    """A local path (or ``file://`` URI), not an object-store URI such as ``gs://b/x``."""
+    scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", uri)
+    return scheme is None or scheme.group(1).lower() == "file"
+
+
 def _file_identity(path: str) -> list[Any]:
     """Path, size and mtime of a checkpoint file, or of every file below a checkpoint folder.
 
     A Hugging Face checkpoint is a folder whose own mtime does not change when a weight file
     inside is overwritten, so each file counts.
     """
-    if FileSystems.get_scheme(path) not in (None, "file"):
+    if not is_local_uri(path):
+        from apache_beam.io.filesystems import FileSystems  # slow to import: remote paths only
+
         try:
             found = FileSystems.match([path, path.rstrip("/") + "/**"])
         except Exception:  # no filesystem for the scheme here: identify by the URI alone

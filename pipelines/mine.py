@@ -39,11 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
+from typing import TYPE_CHECKING, Any
 
 from pipelines import __version__
 from pipelines.config import (
@@ -51,24 +47,17 @@ from pipelines.config import (
     DemoSource,
     MiningConfig,
     add_set_argument,
+    is_local_uri,
     load_config,
     parse_overrides,
 )
-from pipelines.decode import DecodeFrames
-from pipelines.inference import RunUGainS, UGainSModelHandler, stage_checkpoints
-from pipelines.ledger import Ledger, RunInProgressError, ledger_lock
-from pipelines.rows import FailuresToRows, InstancesToRows, RunContext
-from pipelines.runs import (
-    clean_staging,
-    commit_run,
-    crash_point,
-    is_local,
-    reconcile_ledger,
-    staging_dir,
-)
-from pipelines.schema import TABLES
-from pipelines.sinks import TopCandidates, WriteTable, count_rows, read_table
-from pipelines.sources import Plan, ReadUnit, SourceError, plan_sources, write_plan
+
+if TYPE_CHECKING:  # the command line must start without importing Beam and torch
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.rows import RunContext
+    from pipelines.sources import Plan
 
 __all__ = [
     "ACCEPTS_BEAM_OPTIONS",
@@ -150,6 +139,8 @@ def pipeline_options(config: MiningConfig, beam_args: Sequence[str] = ()) -> Pip
     Raises:
         UnsupportedRunnerError: the DaskRunner or the PrismRunner was asked for.
     """
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
     runner = config.runner
     flags = [
         f"--runner={runner.runner}",
@@ -178,6 +169,8 @@ def runner_for(options: PipelineOptions) -> Any:
     (DESIGN.md); the FnApiRunner is what it falls back to for batch pipelines, and it honours
     ``direct_num_workers`` / ``direct_running_mode``.
     """
+    from apache_beam.options.pipeline_options import StandardOptions, WorkerOptions
+
     name = str(options.view_as(StandardOptions).runner or "DirectRunner")
     if name in ("DirectRunner", "FnApiRunner"):
         from apache_beam.portability.api import beam_provision_api_pb2
@@ -247,11 +240,11 @@ def _checkpoint_id(path: str | None, fallback: str) -> str:
 
 def _check_output_root(root: str) -> None:
     """Refuse, before any work, an output root this process cannot write (one line)."""
-    if not is_local(root):
+    if not is_local_uri(root):
         return  # object stores: permissions show on the first write (Beam's own errors)
     try:
-        os.makedirs(os.path.join(root, "runs"), exist_ok=True)
-        probe = os.path.join(root, "runs", f".write-check-{os.getpid()}")
+        os.makedirs(root, exist_ok=True)
+        probe = os.path.join(root, f".write-check-{os.getpid()}")
         with open(probe, "w"):
             pass
         os.remove(probe)
@@ -270,7 +263,7 @@ def _check_checkpoint_files(config: MiningConfig) -> None:
     paths = [config.models.sam.checkpoint, config.models.mask2former.checkpoint]
     files = []
     for path in filter(None, paths):
-        if not is_local(path):
+        if not is_local_uri(path):
             continue
         files += sorted(Path(path).glob("*.bin")) if os.path.isdir(path) else [Path(path)]
     try:
@@ -283,6 +276,7 @@ def _check_checkpoint_files(config: MiningConfig) -> None:
 def _check_models(config: MiningConfig) -> None:
     """Load the models once on the launcher's CPU: a bad checkpoint stops the run here."""
     from models.ugains import build_ugains
+    from pipelines.inference import stage_checkpoints
 
     started = time.perf_counter()
     try:
@@ -296,6 +290,15 @@ def build_pipeline(
     pipeline: beam.Pipeline, config: MiningConfig, plan: Plan, ctx: RunContext
 ) -> None:
     """Add the mining transforms for ``plan`` to ``pipeline``, writing into ``ctx.write_dir``."""
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.decode import DecodeFrames
+    from pipelines.inference import RunUGainS, UGainSModelHandler
+    from pipelines.rows import FailuresToRows, InstancesToRows
+    from pipelines.sinks import TopCandidates, WriteTable
+    from pipelines.sources import ReadUnit, write_plan
+
     handler = UGainSModelHandler(
         config.models,
         config.inference,
@@ -345,8 +348,12 @@ def _claim(root: str, run_id: str, fingerprint: str) -> str | None:
     Local: its staging directory, created atomically, and only while the final directory does
     not exist (pipelines/runs.py). Remote: the final directory, if nothing is in it.
     """
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.runs import staging_dir
+
     run_dir = FileSystems.join(root, "runs", run_id)
-    if is_local(root):
+    if is_local_uri(root):
         if os.path.exists(run_dir):
             return None
         write_dir = staging_dir(root, fingerprint, run_id)
@@ -368,6 +375,8 @@ def _new_run_dir(root: str, run_id: str | None, fingerprint: str) -> tuple[str, 
     ``run_id`` that is taken is refused; a generated one taken within the same second gets a
     ``-2``, ``-3`` ... suffix.
     """
+    from apache_beam.io.filesystems import FileSystems
+
     if run_id is not None:
         write_dir = _claim(root, run_id, fingerprint)
         if write_dir is None:
@@ -384,6 +393,8 @@ def _new_run_dir(root: str, run_id: str | None, fingerprint: str) -> tuple[str, 
 
 
 def _counters(result: Any) -> dict[str, int]:
+    import apache_beam as beam
+
     try:
         counters = result.metrics().query(beam.metrics.MetricsFilter())["counters"]
     except Exception:  # some runners do not report metrics; the table counts still stand
@@ -427,13 +438,23 @@ def mine(
     updated after the commit, and reconciled with the committed runs before planning, so a
     kill at any moment never mines a frame twice nor loses one.
     """
+    import apache_beam as beam
+
+    from pipelines.ledger import Ledger, ledger_lock
+    from pipelines.rows import RunContext
+    from pipelines.runs import clean_staging, commit_run, crash_point, reconcile_ledger
+    from pipelines.schema import TABLES
+    from pipelines.sinks import count_rows
+    from pipelines.sources import plan_sources
+
     started = time.perf_counter()
     options = pipeline_options(config, beam_args)
     config = with_mining_defaults(expand_demo_sources(config))
     fingerprint = config.fingerprint()
-    _check_output_root(
-        os.path.abspath(config.output.root) if is_local(config.output.root) else config.output.root
-    )
+    root = config.output.root
+    if is_local_uri(root):
+        root = os.path.abspath(root)  # map URIs in the tables must not depend on the cwd
+    _check_output_root(root)
     # The lock spans planning (reading the ledger) to recording (writing it), see ledger_lock.
     lock = (
         ledger_lock(config.output.root, fingerprint)
@@ -441,9 +462,6 @@ def mine(
         else contextlib.nullcontext()
     )
     with lock:
-        root = config.output.root
-        if is_local(root):
-            root = os.path.abspath(root)  # map URIs in the tables must not depend on the cwd
         seen: frozenset[str] = frozenset()
         if config.output.incremental:
             clean_staging(root, fingerprint)  # this config's lock is held: those runs are dead
@@ -538,6 +556,8 @@ def _run_record(config: MiningConfig, ctx: RunContext, result: MiningResult) -> 
 
 def format_candidates(run_dir: str, limit: int = 10) -> str:
     """The top ``limit`` candidates of a run as a text table."""
+    from pipelines.sinks import read_table
+
     table = read_table(run_dir, "candidates").slice(0, limit)
     header = (
         f"{'rank':>4}  {'score':>8}  {'sam_iou':>7}  {'area':>7}  {'bbox (x,y,w,h)':<22}  frame"
@@ -606,6 +626,9 @@ def quiet_beam_logs() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipelines.ledger import RunInProgressError
+    from pipelines.sources import SourceError
+
     quiet_beam_logs()
     try:
         config = load_config(args.config, parse_overrides(args.overrides))

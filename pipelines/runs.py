@@ -30,11 +30,12 @@ import shutil
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from apache_beam.io.filesystems import FileSystems
+from pipelines.config import is_local_uri
 
-from pipelines.ledger import Ledger, RunInProgressError, ledger_lock
+if TYPE_CHECKING:
+    from pipelines.ledger import Ledger
 
 __all__ = [
     "RUN_RECORD",
@@ -46,7 +47,6 @@ __all__ = [
     "committed_runs",
     "configure_parser",
     "crash_point",
-    "is_local",
     "reconcile_ledger",
     "run",
     "staging_dir",
@@ -59,8 +59,11 @@ RUN_RECORD = "run.json"  # written last: its presence is what makes a run commit
 STAGING = ".staging"  # under <root>/runs/; hidden from `runs/*` globs
 
 
-def is_local(uri: str) -> bool:
-    return FileSystems.get_scheme(uri) in (None, "file")
+def _filesystems() -> Any:
+    """Beam's FileSystems, imported on first use: ``ugains runs --help`` must start at once."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
 
 
 def staging_dir(root: str, fingerprint: str, run_id: str) -> str:
@@ -81,7 +84,7 @@ def crash_point(name: str) -> None:
 
 def commit_run(write_dir: str, run_dir: str, record: dict[str, Any]) -> None:
     """Write ``run.json`` into ``write_dir`` and make the run visible at ``run_dir``."""
-    with FileSystems.create(FileSystems.join(write_dir, RUN_RECORD)) as handle:
+    with _filesystems().create(_filesystems().join(write_dir, RUN_RECORD)) as handle:
         handle.write(json.dumps(record, indent=2).encode())
     if write_dir != run_dir:
         os.rename(write_dir, run_dir)  # atomic; fails if run_dir exists and is not empty
@@ -112,8 +115,8 @@ class CommittedRun:
 
 
 def _run_dirs(root: str) -> list[str]:
-    runs = FileSystems.join(root, "runs")
-    if is_local(root):
+    runs = _filesystems().join(root, "runs")
+    if is_local_uri(root):
         if not os.path.isdir(runs):
             return []
         return sorted(
@@ -121,20 +124,20 @@ def _run_dirs(root: str) -> list[str]:
             for name in os.listdir(runs)
             if not name.startswith(".") and os.path.isdir(os.path.join(runs, name))
         )
-    matches = FileSystems.match([FileSystems.join(runs, "*", "*")])[0].metadata_list
+    matches = _filesystems().match([_filesystems().join(runs, "*", "*")])[0].metadata_list
     prefix = runs.rstrip("/") + "/"
     names = {m.path[len(prefix) :].split("/", 1)[0] for m in matches if m.path.startswith(prefix)}
-    return sorted(FileSystems.join(runs, name) for name in names if not name.startswith("."))
+    return sorted(_filesystems().join(runs, name) for name in names if not name.startswith("."))
 
 
 def committed_runs(root: str) -> list[CommittedRun]:
     """Every committed run under ``root``, by run id."""
     runs = []
     for run_dir in _run_dirs(root):
-        record_path = FileSystems.join(run_dir, RUN_RECORD)
-        if not FileSystems.exists(record_path):
+        record_path = _filesystems().join(run_dir, RUN_RECORD)
+        if not _filesystems().exists(record_path):
             continue
-        with FileSystems.open(record_path) as handle:
+        with _filesystems().open(record_path) as handle:
             record = json.loads(handle.read())
         runs.append(CommittedRun(record.get("run_id", os.path.basename(run_dir)), run_dir, record))
     return runs
@@ -144,10 +147,10 @@ def uncommitted_runs(root: str) -> list[str]:
     """Directories of runs that never committed: staging directories (local) and run
     directories without ``run.json``."""
     leftovers = [
-        d for d in _run_dirs(root) if not FileSystems.exists(FileSystems.join(d, RUN_RECORD))
+        d for d in _run_dirs(root) if not _filesystems().exists(_filesystems().join(d, RUN_RECORD))
     ]
     staging = os.path.join(root, "runs", STAGING)
-    if is_local(root) and os.path.isdir(staging):
+    if is_local_uri(root) and os.path.isdir(staging):
         for fingerprint in sorted(os.listdir(staging)):
             folder = os.path.join(staging, fingerprint)
             leftovers += [os.path.join(folder, run_id) for run_id in sorted(os.listdir(folder))]
@@ -157,7 +160,7 @@ def uncommitted_runs(root: str) -> list[str]:
 def clean_staging(root: str, fingerprint: str) -> list[str]:
     """Remove the staging directories of ``fingerprint`` (call with its lock held)."""
     folder = os.path.join(root, "runs", STAGING, fingerprint)
-    if not is_local(root) or not os.path.isdir(folder):
+    if not is_local_uri(root) or not os.path.isdir(folder):
         return []
     removed = []
     for run_id in sorted(os.listdir(folder)):
@@ -188,10 +191,12 @@ def clean_leftovers(root: str) -> tuple[list[str], list[str]]:
     (that run is alive). Run directories without ``run.json`` (object stores, or runs of
     ugains versions before staging) are removed.
     """
+    from pipelines.ledger import RunInProgressError, ledger_lock
+
     removed: list[str] = []
     kept: list[str] = []
     staging = os.path.join(root, "runs", STAGING)
-    if is_local(root) and os.path.isdir(staging):
+    if is_local_uri(root) and os.path.isdir(staging):
         for fingerprint in sorted(os.listdir(staging)):
             try:
                 with ledger_lock(root, fingerprint):
@@ -203,7 +208,7 @@ def clean_leftovers(root: str) -> tuple[list[str], list[str]]:
     for run_dir in uncommitted_runs(root):
         if run_dir.startswith(staging):
             continue
-        FileSystems.delete([run_dir])
+        _filesystems().delete([run_dir])
         removed.append(run_dir)
     return removed, kept
 
@@ -221,7 +226,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     root = args.root
-    if is_local(root) and not os.path.isdir(root):
+    if is_local_uri(root) and not os.path.isdir(root):
         print(f"ugains runs: {root} is not a directory", file=sys.stderr)
         return 2
     runs = committed_runs(root)

@@ -15,7 +15,7 @@ import yaml
 from models.config import Mask2FormerConfig, MethodConfig, ModelsConfig, SamConfig
 from pipelines.cli import main
 from pipelines.config import InferenceConfig, load_config
-from pipelines.evaluate import (
+from pipelines.evaluation import (
     EvaluationCombineFn,
     FrameEvaluation,
     Variant,
@@ -294,7 +294,7 @@ def test_evaluate_command_errors_name_the_problem(tmp_path, caplog, capsys):
 
 def test_frames_of_another_size_run_at_the_model_size_and_are_scored_at_label_size():
     from models.ugains import build_ugains
-    from pipelines.evaluate import EvalInput, EvaluationModelHandler
+    from pipelines.evaluation import EvalInput, EvaluationModelHandler
     from pipelines.inference import load_ugains
 
     method = METHOD | {"reference_size": [32, 64]}
@@ -320,7 +320,7 @@ def test_frames_of_another_size_run_at_the_model_size_and_are_scored_at_label_si
 
 
 def test_points_and_masks_map_to_the_label_pixel_under_their_centre():
-    from pipelines.evaluate import _points_to_labels, _resize_nearest
+    from pipelines.evaluation import _points_to_labels, _resize_nearest
 
     points = np.array([[0, 0], [63, 31], [10, 5]])
     mapped = _points_to_labels(points, (32, 64), (64, 128))

@@ -1,0 +1,558 @@
+"""The evaluation pipeline behind ``ugains evaluate``: the paper's metrics, one row per variant.
+
+The Beam pipeline runs exactly what mining runs (the mining ModelHandler's model loading and
+the same UGainS step, frames resized to the models' input size as mining does) and folds each
+frame into exact metric accumulators in a CombineFn, so no full-resolution map has to be
+kept::
+
+    frames -> load frame + labels -> RunInference(EvaluationModelHandler)
+        -> (variant, FrameEvaluation) per variant -> CombinePerKey(EvaluationCombineFn) -> rows
+
+Every variant of a frame is computed in one model call: Mask2Former, the per-pixel score and
+SAM's image embeddings run once per frame and only the prompting, decoding and fusion run per
+variant, so a table of many rows costs little more than one.
+
+Rows hold pAP / FPR95 / AUROC over all non-void pixels (the fused score ``I + U``; the
+per-pixel score ``U`` in mode ``rba``), Cityscapes iAP / iAP50 (min. region 10 px) and the
+prompt points' precision / recall (Table 4), all in percent; with ``--component-threshold``
+also SegmentMeIfYouCan's component metrics (sIoU, PPV, mean F1). They are printed and written
+to ``<out>/results.json`` and ``<out>/results.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import torch
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from models.config import MethodConfig, ModelsConfig
+from pipelines.config import (
+    InferenceConfig,
+    MiningConfig,
+)
+from pipelines.datasets import EvalEntry, load_sample
+from pipelines.decode import resize_for_model
+from pipelines.inference import CompactUGainS, UGainSModelHandler
+from pipelines.mine import runner_for
+from transforms.metrics import ComponentMetrics, InstanceMetrics, PixelMetrics, PointMetrics
+
+_LOG = logging.getLogger(__name__)
+
+MODES = ("ugains", "rba", "dense-grid", "oracle")  # command-line spelling of ModeName
+COLUMNS = (
+    "dataset",
+    "mode",
+    "sampler",
+    "points",
+    "frames",
+    "pAP",
+    "FPR95",
+    "AUROC",
+    "iAP",
+    "iAP50",
+    "point_precision",
+    "point_recall",
+)
+# SegmentMeIfYouCan's component metrics, with --component-threshold only.
+COMPONENT_COLUMNS = ("sIoU", "PPV", "mean_F1")
+# Its minimum sizes (predicted segment, ground-truth instance) per track: obstacle track
+# 50 / 10, anomaly track (and everything else) 500 / 100.
+COMPONENT_MIN_SIZES: dict[str, tuple[int, int]] = {"smiyc_ro21": (50, 10)}
+
+# The paper's figures (DESIGN.md), printed next to ours for the matching rows.
+PAPER_REFERENCE: dict[tuple[str, str, str, str], dict[str, float]] = {
+    ("fishyscapes_lf", "ugains", "fps", "50"): {
+        "pAP": 80.08, "FPR95": 6.61, "iAP": 29.75, "iAP50": 48.35,
+    },
+    ("road_anomaly", "ugains", "fps", "50"): {"pAP": 88.98, "FPR95": 10.42},
+    ("fishyscapes_lf", "dense-grid", "-", "-"): {"iAP": 17.02},
+    ("fishyscapes_lf", "ugains", "oracle", "-"): {"iAP": 49.94},
+    ("fishyscapes_lf", "oracle", "-", "-"): {"iAP": 49.94},  # the same prompts
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One table row's method settings (the rest of the method comes from the config)."""
+
+    mode: str  # one of MODES
+    sampler: str = "-"  # "-" where the mode has no sampler (rba, dense-grid, oracle)
+    points: int | None = None  # None where the sampler has no point budget
+
+    def method(self, base: MethodConfig) -> MethodConfig:
+        """``base`` with this variant's mode / sampler / number of points, frame gating off.
+
+        The paper runs SAM on every frame: a mining config's ``frame_gating: true`` would
+        leave frames without instances (fused score ``U - 1``) and change every metric.
+        """
+        update: dict[str, Any] = {"mode": self.mode.replace("-", "_"), "frame_gating": False}
+        if self.sampler != "-":
+            update["sampler"] = self.sampler
+        if self.points is not None:
+            update["num_points"] = self.points
+        return MethodConfig.model_validate(base.model_dump() | update)
+
+    @property
+    def has_instances(self) -> bool:
+        return self.mode != "rba"
+
+    def key(self) -> tuple[str, str, str]:
+        return self.mode, self.sampler, "-" if self.points is None else str(self.points)
+
+
+def expand_variants(
+    modes: Sequence[str], samplers: Sequence[str], points: Sequence[int]
+) -> list[Variant]:
+    """The rows of a table: every mode x sampler x points that means something, in order.
+
+    ``rba`` (pixel scores only), ``dense-grid`` (SAM's 32x32 grid) and ``oracle`` take no
+    sampler; the ``oracle`` sampler takes no point budget. Duplicates are dropped.
+    """
+    rows: list[Variant] = []
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        if mode != "ugains":
+            candidates = [Variant(mode)]
+        else:
+            candidates = [
+                Variant(mode, sampler, None if sampler == "oracle" else n)
+                for sampler, n in itertools.product(samplers, points)
+            ]
+        for variant in candidates:
+            if variant not in rows:
+                rows.append(variant)
+    return rows
+
+
+# --------------------------------------------------------------------------------- elements
+
+
+@dataclass(frozen=True)
+class EvalInput:
+    """One frame, ready for the model (every variant runs on it).
+
+    Attributes:
+        name: frame name.
+        model_image: ``[h, w, 3]`` uint8 RGB at the models' input size.
+        labels: ``[H, W]`` uint8 (0 / 1 / 255) at the label resolution.
+        instance_ids: ``[H, W]`` int32 anomaly instances.
+    """
+
+    name: str
+    model_image: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    instance_ids: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class FrameEvaluation:
+    """What the metrics need from one frame, at the label resolution ``[H, W]``.
+
+    Attributes:
+        pixel_scores: ``[H, W]`` float32, the fused score (``U`` in mode ``rba``).
+        masks: ``[M, H, W]`` bool kept instances; ``scores``: ``[M]`` float32.
+        prompt_points: ``[P, 2]`` int64 (x, y), every prompt given to SAM.
+    """
+
+    variant: int
+    name: str
+    pixel_scores: np.ndarray = field(repr=False)
+    masks: np.ndarray = field(repr=False)
+    scores: np.ndarray = field(repr=False)
+    prompt_points: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    instance_ids: np.ndarray = field(repr=False)
+
+
+def load_input(entry: EvalEntry, model_size: tuple[int, int]) -> EvalInput:
+    """Read one frame and its labels; the image is resized to the models' size as in mining."""
+    sample = load_sample(entry)
+    if sample.image.shape[:2] != sample.labels.shape:
+        raise ValueError(
+            f"{entry.name}: image {sample.image.shape[:2]} and labels {sample.labels.shape} "
+            f"differ in size ({entry.image_path}, {entry.label_path})"
+        )
+    return EvalInput(
+        entry.name,
+        resize_for_model(sample.image, model_size),
+        sample.labels,
+        sample.instance_ids,
+    )
+
+
+def _resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``[..., h, w]`` -> ``[..., H, W]`` nearest neighbour (masks, instance ids)."""
+    if array.shape[-2:] == tuple(size):
+        return array
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    flat = tensor.reshape(-1, 1, *array.shape[-2:]).float()
+    resized = torch.nn.functional.interpolate(flat, size=size, mode="nearest-exact")
+    return resized.reshape(*array.shape[:-2], *size).to(tensor.dtype).numpy()
+
+
+def _resize_scores(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``[h, w]`` float32 -> ``[H, W]`` bilinear (align_corners=False)."""
+    if scores.shape == tuple(size):
+        return scores
+    tensor = torch.from_numpy(np.ascontiguousarray(scores))[None, None]
+    resized = torch.nn.functional.interpolate(
+        tensor, size=size, mode="bilinear", align_corners=False
+    )
+    return resized[0, 0].numpy()
+
+
+def _points_to_labels(points: np.ndarray, model_size: tuple[int, int], size: tuple[int, int]):
+    """(x, y) model pixels -> the label pixel under the model pixel's centre."""
+    if tuple(model_size) == tuple(size):
+        return points
+    scale = np.array([size[1] / model_size[1], size[0] / model_size[0]])
+    mapped = np.floor((points + 0.5) * scale).astype(np.int64)
+    return np.minimum(mapped, np.array([size[1] - 1, size[0] - 1]))
+
+
+# ------------------------------------------------------------------------------ model handler
+
+
+class EvaluationModelHandler(UGainSModelHandler):
+    """The mining ModelHandler (same model loading and device choice), returning metric inputs.
+
+    One loaded model serves every variant: a variant is the same segmenter and SAM with
+    another :class:`MethodConfig`, and one ``run_methods`` call per group of equally sized
+    frames computes all of them. Each frame's inference is its list of
+    :class:`FrameEvaluation`, one per variant.
+    """
+
+    def __init__(
+        self, models: ModelsConfig, inference: InferenceConfig, variants: Sequence[Variant]
+    ) -> None:
+        # Load SAM whenever some variant needs it (a mode-"rba" config would skip it).
+        needs_sam = any(variant.has_instances for variant in variants)
+        load_mode = "ugains" if needs_sam else "rba"
+        loadable = models.model_copy(
+            update={"method": models.method.model_copy(update={"mode": load_mode})}
+        )
+        # The model stays in the worker process: evaluation needs the step itself (one model,
+        # several methods) and full-resolution outputs, which must not be pickled between
+        # processes (DESIGN.md), so a config's share_model_across_processes is not used here.
+        local = inference.model_copy(update={"share_model_across_processes": False})
+        super().__init__(loadable, local)
+        self.variants = list(variants)
+        self.methods = [variant.method(models.method) for variant in self.variants]
+
+    def run_inference(
+        self,
+        batch: Sequence[EvalInput],
+        model: CompactUGainS,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[PredictionResult]:
+        out: dict[int, PredictionResult] = {}
+        groups: dict[tuple, list[int]] = {}
+        for index, element in enumerate(batch):
+            groups.setdefault(element.model_image.shape, []).append(index)
+        for indices in groups.values():
+            elements = [batch[i] for i in indices]
+            images = torch.from_numpy(np.stack([e.model_image for e in elements]))
+            model_size = tuple(elements[0].model_image.shape[:2])
+            instance_ids = [
+                torch.from_numpy(_resize_nearest(e.instance_ids, model_size)) for e in elements
+            ]
+            try:
+                per_variant = model.step.run_methods(
+                    images.permute(0, 3, 1, 2), self.methods, instance_ids
+                )
+            except Exception as error:
+                names = ", ".join(e.name for e in elements)
+                raise RuntimeError(f"UGainS failed on frame(s) {names}: {error}") from error
+            for position, (index, element) in enumerate(zip(indices, elements, strict=True)):
+                evaluations = [
+                    self._evaluation(variant, element, results[position])
+                    for variant, results in enumerate(per_variant)
+                ]
+                out[index] = PredictionResult(element, evaluations)
+        return [out[index] for index in range(len(batch))]
+
+    def _evaluation(self, variant: int, element: EvalInput, result: Any) -> FrameEvaluation:
+        size = element.labels.shape
+        model_size = tuple(element.model_image.shape[:2])
+        scores = (
+            result.fused_score if self.variants[variant].has_instances else result.anomaly_score
+        )
+        return FrameEvaluation(
+            variant=variant,
+            name=element.name,
+            pixel_scores=_resize_scores(scores.numpy().astype(np.float32), size),
+            masks=_resize_nearest(result.masks.numpy().astype(bool), size),
+            scores=result.scores.numpy().astype(np.float32),
+            prompt_points=_points_to_labels(
+                result.prompt_points.numpy().reshape(-1, 2), model_size, size
+            ),
+            labels=element.labels,
+            instance_ids=element.instance_ids,
+        )
+
+    def get_num_bytes(self, batch: Sequence[EvalInput]) -> int:
+        return sum(element.model_image.nbytes for element in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "ugains_evaluate"
+
+
+# ---------------------------------------------------------------------------------- combine
+
+
+@dataclass
+class EvaluationAccumulator:
+    """Exact running metrics of one variant."""
+
+    pixels: PixelMetrics = field(default_factory=PixelMetrics)
+    instances: InstanceMetrics = field(default_factory=InstanceMetrics)
+    points: PointMetrics = field(default_factory=PointMetrics)
+    components: ComponentMetrics | None = None
+    frames: int = 0
+
+
+class EvaluationCombineFn(beam.CombineFn):
+    """Folds :class:`FrameEvaluation` s into pixel, instance and point metrics.
+
+    ``extract_output`` returns the metrics in percent: ``pAP``, ``FPR95``, ``AUROC``,
+    ``iAP``, ``iAP50``, ``point_precision``, ``point_recall``, and ``frames``; with
+    ``components = (threshold, min_segment_size, min_instance_size)`` also SegmentMeIfYouCan's
+    ``sIoU``, ``PPV`` and ``mean_F1`` of the pixel scores thresholded at ``threshold``.
+    """
+
+    def __init__(
+        self,
+        ignore_label: int = 255,
+        min_region_size: int = 10,
+        components: tuple[float, int, int] | None = None,
+    ) -> None:
+        self.ignore_label = ignore_label
+        self.min_region_size = min_region_size
+        self.components = components
+
+    def create_accumulator(self) -> EvaluationAccumulator:
+        components = None
+        if self.components is not None:
+            threshold, min_segment_size, min_instance_size = self.components
+            components = ComponentMetrics(
+                threshold,
+                min_segment_size=min_segment_size,
+                min_instance_size=min_instance_size,
+                ignore_label=self.ignore_label,
+            )
+        return EvaluationAccumulator(
+            PixelMetrics(self.ignore_label),
+            InstanceMetrics(self.min_region_size),
+            components=components,
+        )
+
+    def add_input(
+        self, accumulator: EvaluationAccumulator, frame: FrameEvaluation
+    ) -> EvaluationAccumulator:
+        accumulator.pixels.update(frame.pixel_scores, frame.labels)
+        void = frame.labels == self.ignore_label
+        accumulator.instances.update(frame.masks, frame.scores, frame.instance_ids, void)
+        accumulator.points.update(frame.prompt_points, frame.instance_ids)
+        if accumulator.components is not None:
+            accumulator.components.update(frame.pixel_scores, frame.labels)
+        accumulator.frames += 1
+        return accumulator
+
+    def merge_accumulators(
+        self, accumulators: Iterable[EvaluationAccumulator]
+    ) -> EvaluationAccumulator:
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            merged.pixels.merge(accumulator.pixels)
+            merged.instances.merge(accumulator.instances)
+            merged.points.merge(accumulator.points)
+            if merged.components is not None:
+                merged.components.merge(accumulator.components)
+            merged.frames += accumulator.frames
+        return merged
+
+    def extract_output(self, accumulator: EvaluationAccumulator) -> dict[str, float]:
+        pixel = accumulator.pixels.compute()
+        instance = accumulator.instances.compute()
+        point = accumulator.points.compute()
+        output = {
+            "frames": accumulator.frames,
+            "pAP": 100 * pixel["ap"],
+            "FPR95": 100 * pixel["fpr95"],
+            "AUROC": 100 * pixel["auroc"],
+            "iAP": 100 * instance["ap"],
+            "iAP50": 100 * instance["ap50"],
+            "point_precision": 100 * point["precision"],
+            "point_recall": 100 * point["recall"],
+        }
+        if accumulator.components is not None:
+            component = accumulator.components.compute()
+            output["sIoU"] = 100 * component["siou"]
+            output["PPV"] = 100 * component["ppv"]
+            output["mean_F1"] = 100 * component["mean_f1"]
+        return output
+
+
+class EvaluateVariants(beam.PTransform):
+    """``PCollection[EvalEntry]`` -> ``PCollection[(variant index, metrics)]``."""
+
+    def __init__(
+        self,
+        handler: EvaluationModelHandler,
+        model_size: tuple[int, int],
+        model_identifier: str,
+        combine_fn: EvaluationCombineFn | None = None,
+    ) -> None:
+        super().__init__()
+        self.handler = handler
+        self.combine_fn = combine_fn or EvaluationCombineFn()
+        self.model_size = tuple(model_size)
+        self.model_identifier = model_identifier
+
+    def expand(self, entries: beam.PCollection) -> beam.PCollection:
+        return (
+            entries
+            | "Spread" >> beam.Reshuffle()
+            | "Load" >> beam.Map(load_input, self.model_size)
+            | "UGainS" >> RunInference(self.handler, model_identifier=self.model_identifier)
+            | "PerVariant"
+            >> beam.FlatMap(lambda result: [(ev.variant, ev) for ev in result.inference])
+            | "Metrics" >> beam.CombinePerKey(self.combine_fn)
+        )
+
+
+# ------------------------------------------------------------------------------------ table
+
+
+def make_row(dataset: str, variant: Variant, metrics: dict[str, float]) -> dict[str, Any]:
+    """One result row; instance and point metrics are None for pixel-only variants."""
+    mode, sampler, points = variant.key()
+    row: dict[str, Any] = {"dataset": dataset, "mode": mode, "sampler": sampler, "points": points}
+    row |= metrics
+    if not variant.has_instances:
+        for name in ("iAP", "iAP50", "point_precision", "point_recall"):
+            row[name] = None
+    row = {name: _finite_or_none(value) for name, value in row.items()}
+    reference = PAPER_REFERENCE.get((dataset, mode, sampler, points))
+    if reference:
+        row["paper"] = reference
+    return row
+
+
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def table_columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """:data:`COLUMNS`, plus the component metrics' when some row has them."""
+    has_components = any(name in row for row in rows for name in COMPONENT_COLUMNS)
+    return COLUMNS + COMPONENT_COLUMNS if has_components else COLUMNS
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A fixed-width text table; metrics with two decimals, '-' where undefined."""
+    columns = table_columns(rows)
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    lines = [list(columns)]
+    for row in rows:
+        lines.append([cell(row.get(name)) for name in columns])
+        if "paper" in row:
+            lines.append(
+                ["  paper", "", "", "", ""] + [cell(row["paper"].get(name)) for name in columns[5:]]
+            )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(
+            text.ljust(width) if column < 4 else text.rjust(width)
+            for column, (text, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in lines
+    )
+
+
+def write_results(rows: Sequence[dict[str, Any]], out: str, meta: dict[str, Any]) -> list[str]:
+    """Write ``results.json`` (rows + run info) and ``results.csv`` under ``out``."""
+    if not FileSystems.exists(out):
+        FileSystems.mkdirs(out)
+    json_path = FileSystems.join(out, "results.json")
+    csv_path = FileSystems.join(out, "results.csv")
+    with FileSystems.create(json_path) as handle:
+        handle.write(json.dumps({"rows": list(rows), **meta}, indent=2).encode())
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(table_columns(rows)), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    with FileSystems.create(csv_path) as handle:
+        handle.write(buffer.getvalue().encode())
+    return [json_path, csv_path]
+
+
+# ------------------------------------------------------------------------- the pipeline
+
+
+def evaluate(
+    config: MiningConfig,
+    dataset: str,
+    entries: Sequence[EvalEntry],
+    variants: Sequence[Variant],
+    options: PipelineOptions,
+    component_threshold: float | None = None,
+) -> list[dict[str, Any]]:
+    """Run the evaluation pipeline; returns one row per variant, in ``variants`` order.
+
+    ``component_threshold`` (in units of the pixel score) adds SegmentMeIfYouCan's component
+    metrics, with the dataset's minimum sizes (:data:`COMPONENT_MIN_SIZES`).
+    """
+    handler = EvaluationModelHandler(config.models, config.inference, variants)
+    components = None
+    if component_threshold is not None:
+        sizes = COMPONENT_MIN_SIZES.get(dataset, (500, 100))
+        components = (float(component_threshold), *sizes)
+    collected: dict[int, dict[str, float]] = {}
+    out_dir = FileSystems.join(config.output.root, ".evaluate-tmp", f"{time.time_ns()}")
+    prefix = FileSystems.join(out_dir, "metrics")
+    # The mining command's runner choice (the FnApiRunner for the DirectRunner: no Prism).
+    with beam.Pipeline(runner=runner_for(options), options=options) as pipeline:
+        _ = (
+            pipeline
+            | "Frames" >> beam.Create(list(entries))
+            | "Evaluate"
+            >> EvaluateVariants(
+                handler,
+                tuple(config.models.method.reference_size),
+                f"ugains-{config.name}",
+                EvaluationCombineFn(components=components),
+            )
+            | "ToJson" >> beam.Map(lambda item: json.dumps([item[0], item[1]]))
+            | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
+        )
+    for match in FileSystems.match([f"{prefix}*.jsonl"])[0].metadata_list:
+        with FileSystems.open(match.path) as handle:
+            for line in handle.read().decode().splitlines():
+                index, metrics = json.loads(line)
+                collected[int(index)] = metrics
+    FileSystems.delete([out_dir])
+    missing = [variants[i].key() for i in range(len(variants)) if i not in collected]
+    if missing:
+        raise RuntimeError(f"the pipeline returned no metrics for variants {missing}")
+    return [make_row(dataset, variants[i], collected[i]) for i in range(len(variants))]

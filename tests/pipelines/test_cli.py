@@ -1,0 +1,46 @@
+"""The command line starts at once: help and argument errors come before Beam and torch load."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+_PROBE = """
+import sys
+from pipelines.cli import main
+try:
+    main({argv!r})
+except SystemExit as exit:
+    print("exit", exit.code)
+heavy = sorted(m for m in ("apache_beam", "torch", "transformers") if m in sys.modules)
+print("heavy", ",".join(heavy) or "none")
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["mine", "--help"],
+        ["mine"],  # no --config: an argument error
+        ["evaluate", "--help"],
+        ["evaluate", "--config", "c.yaml"],  # no --data
+        ["runs", "--help"],
+        ["review", "--help"],
+    ],
+    ids=lambda argv: " ".join(argv),
+)
+def test_help_and_argument_errors_print_without_importing_beam_or_torch(argv: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(argv=argv)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = done.stdout.strip().splitlines()
+    assert lines[-1] == "heavy none", done.stdout + done.stderr
+    assert lines[-2] == ("exit 0" if "--help" in argv else "exit 2")
