@@ -40,7 +40,7 @@ from apache_beam.ml.inference.base import (
 )
 
 from models.config import ModelsConfig
-from pipelines.config import InferenceConfig
+from pipelines.config import InferenceConfig, is_local_uri
 from pipelines.decode import DecodedFrame
 from pipelines.runs import crash_point
 from pipelines.sources import FrameFailure, dead_letter_failures
@@ -215,7 +215,7 @@ def load_ugains(
 
 
 def _is_remote(path: str | None) -> bool:
-    return bool(path) and FileSystems.get_scheme(path) not in (None, "file")
+    return bool(path) and not is_local_uri(path)
 
 
 def stage_checkpoints(config: ModelsConfig, cache_dir: str | None = None) -> ModelsConfig:
