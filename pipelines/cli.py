@@ -59,12 +59,23 @@ class _DropImportNoise(logging.Filter):
         return not record.getMessage().startswith(_IMPORT_NOISE)
 
 
+# The local job service relays every worker log line ("Worker: severity: WARN ...") that the
+# DirectRunner's worker processes have already printed on the same stderr: say each once.
+_RELAY_LOGGER = "apache_beam.runners.portability.local_job_service"
+
+
+class _DropRelayedWorkerLogs(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == _RELAY_LOGGER and record.getMessage().startswith("Worker: "))
+
+
 def _configure_logging(level: str) -> None:
     # Without a handler on the root logger, Beam's import-time logging.warning would install
     # Python's default one (and its format) before ours.
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropImportNoise())
+        handler.addFilter(_DropRelayedWorkerLogs())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,3 +44,18 @@ def test_help_and_argument_errors_print_without_importing_beam_or_torch(argv: li
     lines = done.stdout.strip().splitlines()
     assert lines[-1] == "heavy none", done.stdout + done.stderr
     assert lines[-2] == ("exit 0" if "--help" in argv else "exit 2")
+
+
+def test_worker_lines_relayed_by_the_local_job_service_are_not_printed_twice() -> None:
+    import logging
+
+    from pipelines.cli import _DropRelayedWorkerLogs
+
+    def record(name: str, message: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.WARNING, __file__, 1, message, None, None)
+
+    keep = _DropRelayedWorkerLogs().filter
+    relay = "apache_beam.runners.portability.local_job_service"
+    assert not keep(record(relay, 'Worker: severity: WARN message: "No semi_persistent..."'))
+    assert keep(record(relay, "Job failed"))  # the job service's own lines stay
+    assert keep(record("pipelines.rows", "Worker: a line of ours"))
