@@ -236,6 +236,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=defaults.max_segment_fraction,
         help="prompt only segments of at most this fraction of the frame (1: all)",
     )
+    parser.add_argument(
+        "--paste-objects",
+        type=int,
+        default=defaults.pasted_objects,
+        metavar="N",
+        help="random shapes pasted into each training frame, each a segment of its own "
+        "(teaches prompt following beyond the world's object kinds; 0 = none)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="initialisation, data order, points")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
@@ -283,6 +291,7 @@ def _run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         segment_power=args.segment_power,
         max_segment_fraction=args.max_segment_fraction,
+        pasted_objects=args.paste_objects,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         bf16=_use_bf16(args.precision, device),

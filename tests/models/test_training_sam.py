@@ -198,3 +198,24 @@ def test_export_writes_float16_weights_the_loader_accepts(tmp_path) -> None:
         assert torch.equal(value, sam.state_dict()[key].half().float()), key
     via_config = build_sam(SamConfig(model_type="vit_tiny_512", checkpoint=str(path)))
     assert torch.equal(via_config.image_encoder.pos_embed, target.image_encoder.pos_embed)
+
+
+def test_pasted_objects_are_new_segments_over_what_they_cover_and_repeat_with_the_seed() -> None:
+    from models.training.paste import paste_random_objects
+
+    images = torch.full((2, 3, 64, 128), 100, dtype=torch.uint8)
+    segments = torch.zeros((2, 64, 128), dtype=torch.int64)
+    segments[:, 40:] = 1
+    first = paste_random_objects(images, segments, 5, torch.Generator().manual_seed(3))
+    again = paste_random_objects(images, segments, 5, torch.Generator().manual_seed(3))
+    assert torch.equal(first[0], again[0])
+    assert torch.equal(first[1], again[1])
+    pasted_images, pasted = first
+    for b in range(2):
+        ids = pasted[b].unique().tolist()
+        assert ids[:2] == [0, 1]
+        assert 2 <= len(ids) - 2 <= 5  # new ids above the frame's, one per visible shape
+        changed = pasted[b] >= 2
+        assert (pasted_images[b][:, ~changed] == 100).all()  # nothing outside the shapes
+    assert paste_random_objects(images, segments, 0, torch.Generator()) == (images, segments)
+    assert torch.equal(images, torch.full((2, 3, 64, 128), 100, dtype=torch.uint8))  # not in place
