@@ -140,11 +140,13 @@ def _run_cpu_ms(folder: Path, root: Path, frames: int, result: FrameResult, befo
     args = ["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
     with ExitStack() as patches:
         patches.enter_context(
-            mock.patch.object(mine_module, "UGainSModelHandler", stub_handler(result))
+            mock.patch.object(inference_module, "UGainSModelHandler", stub_handler(result))
         )
         if before:
             patches.enter_context(
-                mock.patch.object(mine_module, "RunUGainS", host_baseline.FlattenRetryRunUGainS)
+                mock.patch.object(
+                    inference_module, "RunUGainS", host_baseline.FlattenRetryRunUGainS
+                )
             )
             patches.enter_context(
                 mock.patch.object(inference_module, "compact_result", host_baseline.compact_result)

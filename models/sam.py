@@ -46,9 +46,9 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
+from models.checkpoints import safe_torch_load
 from models.config import SamConfig
 from models.errors import CheckpointError
-from models.safe_load import safe_torch_load
 
 __all__ = [
     "SAM_ARCHITECTURES",

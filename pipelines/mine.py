@@ -257,8 +257,8 @@ def _check_checkpoint_files(config: MiningConfig) -> None:
     """Refuse, before anything starts, local checkpoint files whose pickle needs code (read
     from the pickles' opcodes, nothing loaded): also with ``--skip-model-check``, so that
     workers never meet them."""
+    from models.checkpoints import check_pickled_weights
     from models.errors import CheckpointError
-    from models.safe_load import check_pickled_weights
 
     paths = [config.models.sam.checkpoint, config.models.mask2former.checkpoint]
     files = []

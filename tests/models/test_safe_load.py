@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.checkpoints import load_state_dict_for
+from models.checkpoints import pickle_globals, safe_torch_load
 from models.errors import CheckpointError
-from models.safe_load import pickle_globals, safe_torch_load
+from models.mask2former.conversion import load_state_dict_for
 from models.sam import build_sam_model, load_sam_checkpoint
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import SwinConfig
 
-from models.checkpoints import convert_state_dict, load_state_dict_for, safe_torch_load
+from models.checkpoints import safe_torch_load
 from models.errors import CheckpointError
 from models.mask2former import (
     IMAGENET_MEAN,
@@ -24,6 +24,7 @@ from models.mask2former import (
     architecture_config,
     load_strict,
 )
+from models.mask2former.conversion import convert_state_dict, load_state_dict_for
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "mask2former"
 RBA = FIXTURES / "rba_tiny_model_final.pth"
