@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from pipelines.locks import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +139,7 @@ class EmbeddedMongod:
     @contextlib.contextmanager
     def _locked_state(self) -> Iterator[dict[str, Any]]:
         """The state file's content, written back on exit, under an exclusive lock."""
-        self.database_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.database_dir / LOCK_FILE, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock(self.database_dir / LOCK_FILE):
             path = self.database_dir / STATE_FILE
             try:
                 state = json.loads(path.read_text())

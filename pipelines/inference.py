@@ -16,7 +16,6 @@ is then relayed through the runner process.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import posixpath
@@ -42,6 +41,7 @@ from apache_beam.ml.inference.base import (
 from models.config import ModelsConfig
 from pipelines.config import InferenceConfig, is_local_uri
 from pipelines.decode import DecodedFrame
+from pipelines.locks import file_lock
 from pipelines.runs import crash_point
 from pipelines.sources import FrameFailure, dead_letter_failures
 from transforms.masks import encode_rle
@@ -265,16 +265,11 @@ def _stage(uri: str, root: str) -> str:
 def _load_ugains(config: ModelsConfig) -> CompactUGainS:
     from models.ugains import build_ugains
 
-    lock_path = os.path.join(tempfile.gettempdir(), "ugains-model-load.lock")
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            device = _pick_device(config.device)
-            step = build_ugains(stage_checkpoints(config), device=device)
-            if str(device).startswith("cuda"):
-                torch.cuda.synchronize(device)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(os.path.join(tempfile.gettempdir(), "ugains-model-load.lock")):
+        device = _pick_device(config.device)
+        step = build_ugains(stage_checkpoints(config), device=device)
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize(device)
     _LOG.info("UGainS loaded on %s (model size %s)", device, step.model_size)
     return CompactUGainS(step)
 

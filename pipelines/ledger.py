@@ -16,7 +16,6 @@ shorter than a run) would otherwise mine the same new frames twice.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.locks import file_lock
 from pipelines.sinks import read_table
 
 __all__ = ["LEDGER_SCHEMA", "Ledger", "RunInProgressError", "ledger_lock", "ledger_path"]
@@ -75,36 +75,31 @@ def ledger_lock(root: str, fingerprint: str) -> Iterator[None]:
         )
         yield
         return
-    folder = os.path.join(root, "ledger")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{fingerprint}.lock")
-    # Never deleted: removing a lock file while another process waits on it splits the lock.
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown process"
-            raise RunInProgressError(
-                f"another run of this config (fingerprint {fingerprint}) is still in progress "
-                f"({holder}; lock {path}); it would mine the same frames, so this run did "
-                "not start"
-            ) from None
-        holder = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "since": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps(holder))
-        handle.flush()
-        try:
-            yield
-        finally:
+    path = os.path.join(root, "ledger", f"{fingerprint}.lock")
+    try:
+        with file_lock(path, wait=False) as handle:
+            holder = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
             handle.seek(0)
             handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.write(json.dumps(holder))
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                handle.truncate()
+    except BlockingIOError:
+        with open(path) as noted:
+            holder_text = noted.read().strip() or "unknown process"
+        raise RunInProgressError(
+            f"another run of this config (fingerprint {fingerprint}) is still in progress "
+            f"({holder_text}; lock {path}); it would mine the same frames, so this run did "
+            "not start"
+        ) from None
 
 
 @dataclass

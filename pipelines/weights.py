@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
-import fcntl
 import hashlib
 import http.client
 import json
@@ -39,6 +38,7 @@ from typing import Any, Literal
 from tqdm import tqdm
 
 from pipelines import __version__
+from pipelines.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -268,18 +268,13 @@ def list_cached(cache_dir: Path | str | None = None) -> list[CachedWeight]:
 
 @contextlib.contextmanager
 def _locked(path: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (flock: also between threads)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another user of %s (lock %s)", what, path)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Hold the exclusive lock ``path`` (waiting, and saying so, while another user has it)."""
+
+    def say_waiting() -> None:
+        log.info("waiting for another user of %s (lock %s)", what, path)
+
+    with file_lock(path, on_wait=say_waiting):
+        yield
 
 
 # ---------------------------------------------------------------------------- download
