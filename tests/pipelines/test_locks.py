@@ -16,9 +16,8 @@ def test_a_second_holder_is_refused_at_once_or_waits_and_is_told(tmp_path: Path)
     order: list[str] = []
     with file_lock(path) as handle:
         handle.write("me")
-        with pytest.raises(BlockingIOError):
-            with file_lock(path, wait=False):
-                pass
+        with pytest.raises(BlockingIOError), file_lock(path, wait=False):
+            pass
 
         def second() -> None:
             with file_lock(path, on_wait=lambda: waited.append("waiting")):
