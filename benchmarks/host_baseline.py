@@ -26,7 +26,7 @@ from pipelines.rows import (
     _to_original,
 )
 from pipelines.sources import dead_letter_failures
-from transforms.masks import crop_box_with_margin, decode_rle, masks_to_boxes
+from transforms.masks import crop_box_with_margin, decode_rle, masks_to_xywh
 
 
 def fortran_encode_rle(masks: torch.Tensor) -> list[str]:
@@ -79,7 +79,7 @@ def instance_rows(
         area = int(mask.sum())
         if area == 0:
             continue
-        box = masks_to_boxes(mask)
+        box = masks_to_xywh(mask)
         crop = crop_box_with_margin(box, size, ctx.crop_margin, ctx.min_crop_margin)[0].tolist()
         x, y, w, h = box[0].tolist()
         point_x, point_y = _point_to_original(result.points[i], result.size, size)

@@ -49,6 +49,7 @@ from torchvision.transforms.v2 import functional as TF
 from models.checkpoints import safe_torch_load
 from models.config import SamConfig
 from models.errors import CheckpointError
+from transforms.masks import best_of_multimask
 
 __all__ = [
     "SAM_ARCHITECTURES",
@@ -518,10 +519,7 @@ class SamPrompter:
                     dense_prompt_embeddings=dense[part],
                     multimask_output=True,
                 )  # [n, 3, 4g, 4g], [n, 3]
-            best = predicted.argmax(dim=1)
-            rows = torch.arange(best.shape[0], device=device)
-            low_res[part] = logits[rows, best]
-            iou[part] = predicted[rows, best]
+            low_res[part], iou[part] = best_of_multimask(logits.float(), predicted.float())
         if output == "low":
             return low_res, iou
         return self.upsample_masks(low_res, (height, width)), iou

@@ -7,19 +7,47 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from transforms._validate import INT_DTYPES, check_bool, check_count, check_tensor
+from transforms._validate import INT_DTYPES, check_bool, check_count, check_float, check_tensor
 
 __all__ = [
+    "best_of_multimask",
     "crop_box_with_margin",
     "decode_rle",
     "encode_rle",
-    "masks_to_boxes",
+    "masks_to_xywh",
     "rle_areas_and_boxes",
 ]
 
 
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight boxes of masks.
+def best_of_multimask(
+    logits: torch.Tensor, predicted_iou: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's choice among its candidate masks: per prompt, the one with the highest predicted IoU.
+
+    Args:
+        logits: ``[N, K, h, w]`` float mask logits of ``K`` candidates per prompt (``K = 3``
+            with ``multimask_output=True``).
+        predicted_iou: ``[N, K]`` float, SAM's IoU prediction of each candidate.
+
+    Returns:
+        ``logits`` ``[N, h, w]`` of the chosen candidates and their ``iou`` ``[N]`` (same
+        dtypes and device); ties go to the lowest index.
+    """
+    check_float("logits", logits, ndim=4)
+    check_float("predicted_iou", predicted_iou, ndim=2)
+    if tuple(predicted_iou.shape) != tuple(logits.shape[:2]):
+        raise ValueError(
+            f"predicted_iou must have shape [N, K] = {tuple(logits.shape[:2])}, "
+            f"got {tuple(predicted_iou.shape)}"
+        )
+    best = predicted_iou.argmax(dim=1)
+    rows = torch.arange(best.shape[0], device=best.device)
+    return logits[rows, best], predicted_iou[rows, best]
+
+
+def masks_to_xywh(masks: torch.Tensor) -> torch.Tensor:
+    """Tight boxes of masks as ``(x, y, w, h)`` (COCO's convention; torchvision's
+    ``masks_to_boxes`` returns ``(x0, y0, x1, y1)``).
 
     Args:
         masks: ``[M, H, W]`` bool.
@@ -111,7 +139,7 @@ def rle_areas_and_boxes(
 
     Returns:
         ``areas`` ``[M]`` int64 and ``boxes`` ``[M, 4]`` int64 ``(x, y, w, h)``, equal to
-        ``masks.sum((1, 2))`` and :func:`masks_to_boxes` of the decoded masks (an empty mask
+        ``masks.sum((1, 2))`` and :func:`masks_to_xywh` of the decoded masks (an empty mask
         gives ``(0, 0, 0, 0)``).
     """
     from pycocotools import mask as mask_utils

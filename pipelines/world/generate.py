@@ -19,7 +19,7 @@ import torch
 from pipelines.world import objects
 from pipelines.world.layout import ANOMALY_ID, VOID_ID
 from pipelines.world.scene import D0, MAX_DISTANCE, Scene, WorldObject, random_scene, render
-from transforms.masks import encode_rle, masks_to_boxes
+from transforms.masks import encode_rle, masks_to_xywh
 
 __all__ = [
     "FRAME_SIZE",
@@ -330,7 +330,7 @@ def _sighting(log_id: str, index: int, track: int, kind: str, mask: np.ndarray) 
     """One ground-truth row: an object seen in one frame, its mask as COCO RLE."""
     masks = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))[None]
     (rle,) = encode_rle(masks)
-    (box,) = masks_to_boxes(masks).tolist()
+    (box,) = masks_to_xywh(masks).tolist()
     return {
         "frame_key": f"{log_id}/{index:06d}",
         "frame_index": index,

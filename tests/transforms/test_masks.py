@@ -9,10 +9,11 @@ import torch
 from pycocotools import mask as mask_utils
 
 from transforms.masks import (
+    best_of_multimask,
     crop_box_with_margin,
     decode_rle,
     encode_rle,
-    masks_to_boxes,
+    masks_to_xywh,
     rle_areas_and_boxes,
 )
 
@@ -53,22 +54,32 @@ def reference_runs(mask: list) -> list:
 SIZES = [(0, 4, 4), (1, 1, 1), (3, 5, 7), (6, 16, 11)]
 
 
+def test_best_of_multimask_keeps_the_candidate_with_the_highest_predicted_iou(device) -> None:
+    logits = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32, device=device).reshape(2, 3, 2, 2)
+    predicted = torch.tensor([[0.1, 0.9, 0.5], [0.7, 0.7, 0.2]], device=device)
+    masks, iou = best_of_multimask(logits, predicted)
+    assert masks.tolist() == [logits[0, 1].tolist(), logits[1, 0].tolist()]  # a tie: index 0
+    assert iou.tolist() == pytest.approx([0.9, 0.7])
+    with pytest.raises(ValueError, match=r"predicted_iou must have shape \[N, K\] = \(2, 3\)"):
+        best_of_multimask(logits, predicted[:, :2])
+
+
 @pytest.mark.parametrize(("m", "height", "width"), SIZES)
-def test_masks_to_boxes_match_reference(m, height, width, device) -> None:
+def test_masks_to_xywh_match_reference(m, height, width, device) -> None:
     masks = random_masks(m, height, width, seed=m + height)
-    got = masks_to_boxes(masks.to(device))
+    got = masks_to_xywh(masks.to(device))
     assert got.dtype == torch.int64
     assert got.device == device
     assert got.cpu().tolist() == [reference_box(mask) for mask in masks.tolist()]
 
 
-def test_masks_to_boxes_examples(device) -> None:
+def test_masks_to_xywh_examples(device) -> None:
     masks = torch.zeros(3, 4, 6, dtype=torch.bool, device=device)
     masks[0, 1:3, 2:5] = True
     masks[1, 3, 5] = True
     masks[2] = True
-    assert masks_to_boxes(masks).tolist() == [[2, 1, 3, 2], [5, 3, 1, 1], [0, 0, 6, 4]]
-    assert masks_to_boxes(torch.zeros(2, 0, 3, dtype=torch.bool)).tolist() == [[0] * 4] * 2
+    assert masks_to_xywh(masks).tolist() == [[2, 1, 3, 2], [5, 3, 1, 1], [0, 0, 6, 4]]
+    assert masks_to_xywh(torch.zeros(2, 0, 3, dtype=torch.bool)).tolist() == [[0] * 4] * 2
 
 
 @pytest.mark.parametrize(("m", "height", "width"), SIZES)
@@ -147,8 +158,8 @@ def test_crop_box_with_margin_examples(device) -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: masks_to_boxes(torch.zeros(2, 3, 3)), "masks must have dtype torch.bool"),
-        (lambda: masks_to_boxes(torch.zeros(3, 3, dtype=torch.bool)), "masks must have 3 dim"),
+        (lambda: masks_to_xywh(torch.zeros(2, 3, 3)), "masks must have dtype torch.bool"),
+        (lambda: masks_to_xywh(torch.zeros(3, 3, dtype=torch.bool)), "masks must have 3 dim"),
         (lambda: encode_rle(torch.zeros(1, 3, 3, dtype=torch.uint8)), "masks must have dtype"),
         (lambda: crop_box_with_margin(torch.zeros(2, 4), (4, 4)), "boxes must have dtype integer"),
         (
