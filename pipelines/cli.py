@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mine": ("pipelines.mine", "run the Beam mining pipeline over drive logs"),
     "evaluate": ("pipelines.evaluate", "reproduce the paper's metrics on a labelled dataset"),
     "runs": ("pipelines.runs", "list committed runs and clean up the leftovers of killed ones"),
-    "review": ("pipelines.review", "build, browse and export the FiftyOne review dataset"),
+    "review": ("pipelines.review.cli", "build, browse and export the FiftyOne review dataset"),
     "weights": ("pipelines.weights", "download and list model checkpoints"),
     "world": ("pipelines.world.cli", "generate the synthetic road world (scenes with known truth)"),
     "train": ("pipelines.train", "train Mask2Former or SAM on the world or your own data"),

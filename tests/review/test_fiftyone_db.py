@@ -172,7 +172,7 @@ def test_the_cli_starts_and_stops_the_embedded_mongod_of_the_configs_database_di
 
 _INTERRUPTED_BUILD = """
 import os, signal, sys, time
-import pipelines.review as review
+import pipelines.review.cli as review
 
 def build_dataset(*args, **kwargs):  # SIGTERM arrives while the database is in use
     os.kill(os.getpid(), signal.SIGTERM)

@@ -543,11 +543,11 @@ def test_mask_iou_of_detections_at_different_boxes() -> None:
 def test_a_box_without_mask_that_ends_at_the_frame_edge_stays_inside_the_frame() -> None:
     import fiftyone as fo
 
-    from pipelines.review import _pixel_box
+    from pipelines.review.samples import pixel_box
 
     # 3x3 frame, box from 1.5 to 3.0 px: rounding its size instead of its far edge would give
     # a 2 px box at x = 2 (past the edge), so `pool` would pair a 1 px crop with a 2 px mask.
     box = fo.Detection(bounding_box=[0.5, 0.5, 0.5, 0.5])
-    assert _pixel_box(box, 3, 3) == (2, 2, 1, 1)
+    assert pixel_box(box, 3, 3) == (2, 2, 1, 1)
     inside = fo.Detection(bounding_box=[0.25, 0, 0.5, 0.75])  # the 4x4 case above
-    assert _pixel_box(inside, 4, 4) == (1, 0, 2, 3)
+    assert pixel_box(inside, 4, 4) == (1, 0, 2, 3)

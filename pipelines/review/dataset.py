@@ -1,0 +1,149 @@
+"""Building (upserting) the persistent review dataset from a run, and its saved views."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipelines.review.fields import (
+    ANOMALIES,
+    CITYSCAPES_MASK_TARGETS,
+    LABEL,
+    PATCHES_VIEW,
+    RANKED_VIEW,
+    ReviewError,
+)
+from pipelines.review.runs import MiningRun, frame_images, read_run
+from pipelines.review.samples import carry_review, detection_of, sample_fields
+
+if TYPE_CHECKING:
+    import fiftyone as fo
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    """What ``build_dataset`` did, in frames."""
+
+    added: int
+    updated: int
+    unchanged: int
+
+
+def build_dataset(run_dir: str | Path, name: str, top_k: int = 50) -> BuildSummary:
+    """Create or update the persistent dataset ``name`` from a mining run (upsert by frame)."""
+    import fiftyone as fo
+
+    if top_k < 1:
+        raise ReviewError(f"top_k must be >= 1, got {top_k}")
+    run = read_run(run_dir)
+    images = frame_images(run)
+    if fo.dataset_exists(name):
+        dataset = fo.load_dataset(name)
+    else:
+        dataset = fo.Dataset(name, persistent=True)
+        dataset.classes = {ANOMALIES: [LABEL]}
+    existing = {}
+    if len(dataset) and "ugains_hash" not in dataset.get_field_schema():
+        raise ReviewError(f"dataset {name!r} exists but was not built by `ugains review build`")
+    if len(dataset):
+        keys, ids, hashes = dataset.values(["frame_key", "id", "ugains_hash"])
+        existing = {k: (i, h) for k, i, h in zip(keys, ids, hashes, strict=True)}
+    added, updated, unchanged = [], 0, 0
+    for key in sorted(run.candidates):
+        rows = run.candidates[key]
+        detections = [detection_of(row) for row in rows]
+        fields = sample_fields(run, key, images[key], detections)
+        if key not in existing:
+            added.append(fo.Sample(**fields))
+            continue
+        sample_id, old_hash = existing[key]
+        if old_hash == fields["ugains_hash"]:
+            unchanged += 1
+            continue
+        sample = dataset[sample_id]
+        old = sample[ANOMALIES].detections if sample[ANOMALIES] else []
+        width, height = rows[0]["frame_width"], rows[0]["frame_height"]
+        fields[ANOMALIES].detections = carry_review(old, detections, width, height)
+        schema = dataset.get_field_schema()
+        for field, value in fields.items():
+            # An optional output no run stored yet (maps, semantic, timestamps) has no field
+            # in the dataset, and FiftyOne cannot type a new field from None: leave it out.
+            if value is None and field not in schema:
+                continue
+            sample[field] = value
+        sample.save()
+        updated += 1
+    if added:
+        dataset.add_samples(added, progress=False)
+    _update_dataset_info(dataset, run)
+    _save_views(dataset, top_k, refresh_patches=bool(added or updated))
+    summary = BuildSummary(added=len(added), updated=updated, unchanged=unchanged)
+    logger.debug("dataset %s from %s: %s", name, run.path, summary)  # the command prints it
+    return summary
+
+
+def _update_dataset_info(dataset: fo.Dataset, run: MiningRun) -> None:
+    any_frame = next(iter(run.frames.values()), {})
+    info = dict(dataset.info)
+    runs = dict(info.get("runs", {}))
+    run_id = any_frame.get("run_id") or run.info.get("run_id")
+    runs[str(run_id)] = run.info
+    info.update(
+        run_id=run_id,
+        config_fingerprint=any_frame.get("config_fingerprint"),
+        checkpoints={
+            "mask2former": any_frame.get("mask2former_checkpoint"),
+            "sam": any_frame.get("sam_checkpoint"),
+        },
+        ugains_version=any_frame.get("ugains_version"),
+        runs=runs,
+    )
+    if info != dataset.info:
+        dataset.info = info
+        dataset.save()
+    has_semantic = any(f["semantic_uri"] for f in run.frames.values())
+    if has_semantic and dataset.mask_targets.get("semantic") != CITYSCAPES_MASK_TARGETS:
+        dataset.mask_targets = {**dataset.mask_targets, "semantic": CITYSCAPES_MASK_TARGETS}
+        dataset.save()
+
+
+def _save_view_if_changed(dataset: fo.Dataset, name: str, view: fo.DatasetView) -> None:
+    from bson import json_util
+
+    stages = [json_util.dumps(s) for s in view._serialize(include_uuids=False)]
+    if dataset.has_saved_view(name):
+        if list(dataset._get_saved_view_doc(name).view_stages) == stages:
+            return
+        dataset.delete_saved_view(name)
+    dataset.save_view(name, view)
+
+
+def _save_views(dataset: fo.Dataset, top_k: int, refresh_patches: bool) -> None:
+    from bson import ObjectId
+    from fiftyone import ViewField as F
+
+    if ANOMALIES not in dataset.get_field_schema():
+        return  # nothing was ever added: runs without candidates
+    ids, scores = dataset.values(
+        [f"{ANOMALIES}.detections.id", f"{ANOMALIES}.detections.confidence"], unwind=True
+    )
+    # Ties broken by id so that the view is the same for the same data.
+    best = sorted(zip(scores, ids, strict=True), key=lambda p: (-p[0], p[1]))[:top_k]
+    top_ids = sorted(ObjectId(i) for _, i in best)
+    top = dataset.filter_labels(ANOMALIES, F("_id").is_in(top_ids)).sort_by(
+        "max_score", reverse=True
+    )
+    _save_view_if_changed(dataset, f"top-{top_k}", top)
+    _save_view_if_changed(dataset, RANKED_VIEW, dataset.sort_by("max_score", reverse=True))
+    for log_id in dataset.distinct("log_id"):
+        view = dataset.match(F("log_id") == log_id).sort_by("frame_index")
+        _save_view_if_changed(dataset, f"log-{log_id}", view)
+    if refresh_patches or not dataset.has_saved_view(PATCHES_VIEW):
+        patches = dataset.to_patches(ANOMALIES).sort_by(f"{ANOMALIES}.confidence", reverse=True)
+        if dataset.has_saved_view(PATCHES_VIEW):
+            dataset.delete_saved_view(PATCHES_VIEW)
+        dataset.save_view(PATCHES_VIEW, patches)

@@ -1,0 +1,53 @@
+"""The review dataset's vocabulary: field and label names, review tags, saved views, classes."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
+
+logger = logging.getLogger(__name__)
+
+
+REVIEW_TAGS = ("confirmed", "rejected", "relabel")
+LABEL = "anomaly"
+ANOMALIES = "anomalies"
+PATCHES_VIEW = "anomaly-patches"
+RANKED_VIEW = "ranked"  # every frame, highest candidate score first: where the App opens
+EXPORT_FORMATS = {
+    "coco": "COCODetectionDataset",
+    "cvat": "CVATImageDataset",
+    "fiftyone": "FiftyOneDataset",
+}
+# Cityscapes train ids 0..18 (the 19 classes of the in-distribution model); 255 = ignore.
+CITYSCAPES_CLASSES = (
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
+CITYSCAPES_MASK_TARGETS = {**dict(enumerate(CITYSCAPES_CLASSES)), 255: "ignore"}
+VIDEO_FRAME = re.compile(r"^(?P<video>.+)#frame=(?P<index>\d+)$")
+MATCH_IOU = 0.5
+
+
+class ReviewError(ValueError):
+    """Input the review workflow cannot use; the message names the file, field or row."""

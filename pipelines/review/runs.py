@@ -1,0 +1,166 @@
+"""Reading a mining run for review: its run.json, frames and candidates, frame images."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pycocotools import mask as mask_utils
+
+from pipelines.review.fields import VIDEO_FRAME, ReviewError
+from pipelines.schema import CANDIDATES_SCHEMA, FRAMES_SCHEMA, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    pass
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MiningRun:
+    """The parts of a run directory the review dataset is built from."""
+
+    path: Path
+    info: dict[str, Any]  # run.json
+    frames: dict[str, dict[str, Any]]  # frame_key -> frames row
+    candidates: dict[str, list[dict[str, Any]]]  # frame_key -> candidate rows by rank
+
+
+def _read_table(path: Path, expected: str, columns: Sequence[str]) -> list[dict[str, Any]]:
+    try:
+        schema = pq.read_schema(path)
+        metadata = schema.metadata or {}
+        name = metadata.get(b"ugains.table", b"").decode()
+        version = metadata.get(b"ugains.schema_version", b"").decode()
+        if name != expected or version != str(SCHEMA_VERSION):
+            raise ReviewError(
+                f"{path} is table {name or '?'!r} version {version or '?'}, expected "
+                f"{expected!r} version {SCHEMA_VERSION}"
+            )
+        missing = [c for c in columns if c not in schema.names]
+        if missing:
+            raise ReviewError(f"{path} lacks the column(s) {', '.join(missing)}")
+        return pq.read_table(path, columns=list(columns)).to_pylist()
+    except (OSError, pa.ArrowException) as error:
+        raise ReviewError(f"cannot read Parquet table {path}: {error}") from None
+
+
+def run_info(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads((path / "run.json").read_text())
+    except FileNotFoundError:
+        raise ReviewError(f"{path} is not a mining run directory: run.json is missing") from None
+    except ValueError as error:
+        raise ReviewError(f"{path / 'run.json'} is not valid JSON: {error}") from None
+    if not isinstance(info, dict):
+        raise ReviewError(f"{path / 'run.json'} is not a JSON object")
+    return info
+
+
+def read_run(run_dir: str | Path) -> MiningRun:
+    """Read ``run.json``, ``frames/*.parquet`` and ``candidates.parquet`` of a mining run."""
+    path = Path(run_dir).expanduser().resolve()
+    for required in ("run.json", "candidates.parquet", "frames"):
+        if not (path / required).exists():
+            raise ReviewError(f"{path} is not a mining run directory: {required} is missing")
+    info = run_info(path)
+    # The crops are re-cut from the frames by `pool`; the PNG bytes are not needed here.
+    candidate_columns = [n for n in CANDIDATES_SCHEMA.names if n != "crop_png"]
+    rows = _read_table(path / "candidates.parquet", "candidates", candidate_columns)
+    frames: dict[str, dict[str, Any]] = {}
+    for shard in sorted((path / "frames").glob("*.parquet")):
+        for row in _read_table(shard, "frames", FRAMES_SCHEMA.names):
+            frames[row["frame_key"]] = row
+    candidates: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in sorted(rows, key=lambda r: r["rank"]):
+        if row["frame_key"] not in frames:
+            raise ReviewError(
+                f"candidate {row['instance_id']} (rank {row['rank']}) has no row in "
+                f"{path / 'frames'}"
+            )
+        candidates[row["frame_key"]].append(row)
+    return MiningRun(path=path, info=info, frames=frames, candidates=dict(candidates))
+
+
+def local_path(uri: str, run_dir: Path, what: str) -> Path:
+    """A URI of the run as a local path: absolute, or relative to the working dir or the run."""
+    raw = uri.removeprefix("file://")
+    if "://" in raw:
+        raise ReviewError(f"{what} {uri!r} is not a local file; review needs local frames/maps")
+    candidates = [Path(raw), run_dir / raw]
+    parts = Path(raw).parts
+    if run_dir.name in parts:
+        # "<output root>/runs/<run id>/maps/..." written relative to another working dir
+        last = len(parts) - 1 - parts[::-1].index(run_dir.name)
+        candidates.append(run_dir.joinpath(*parts[last + 1 :]))
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate.resolve()
+    raise ReviewError(f"{what} {uri!r} does not exist (looked in the working dir and {run_dir})")
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "frame"
+
+
+def frame_images(run: MiningRun) -> dict[str, Path]:
+    """Frame key -> image file; video frames are decoded once and written as JPEGs."""
+    images: dict[str, Path] = {}
+    wanted: dict[Path, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for key in run.candidates:
+        uri = run.frames[key]["frame_uri"]
+        match = VIDEO_FRAME.match(uri)
+        if match is None:
+            images[key] = local_path(uri, run.path, f"frame_uri of {key}")
+            continue
+        jpeg = run.path / "frames_jpeg" / f"{_safe_name(key)}.jpg"
+        images[key] = jpeg
+        if not jpeg.exists():
+            video = local_path(match["video"], run.path, f"video of {key}")
+            wanted[video][int(match["index"])].append(key)
+    for video, by_index in wanted.items():
+        _decode_video_frames(video, by_index, images)
+    return images
+
+
+def _decode_video_frames(
+    video: Path, by_index: dict[int, list[str]], images: dict[str, Path]
+) -> None:
+    # Sequential grab() rather than seeking: seeking is not frame-exact for every codec.
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise ReviewError(f"OpenCV cannot open video {video}")
+    try:
+        for index in range(max(by_index) + 1):
+            if not capture.grab():
+                raise ReviewError(f"video {video} ends before frame {index}")
+            if index not in by_index:
+                continue
+            ok, image = capture.retrieve()
+            if not ok:
+                raise ReviewError(f"OpenCV cannot decode frame {index} of video {video}")
+            for key in by_index[index]:
+                images[key].parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(images[key]), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    finally:
+        capture.release()
+
+
+def decode_mask(row: dict[str, Any]) -> np.ndarray:
+    """The full-frame boolean mask ``[frame_height, frame_width]`` of an instance row."""
+    height, width = row["frame_height"], row["frame_width"]
+    try:
+        mask = mask_utils.decode({"size": [height, width], "counts": row["mask_rle"].encode()})
+    except (ValueError, TypeError) as error:
+        raise ReviewError(f"mask_rle of {row['instance_id']} is not COCO RLE: {error}") from None
+    return mask.astype(bool)

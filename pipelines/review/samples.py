@@ -1,0 +1,145 @@
+"""One FiftyOne sample per frame: masked detections, heatmap, semantic map; review carry-over."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipelines.review.fields import ANOMALIES, LABEL, MATCH_IOU, ReviewError
+from pipelines.review.runs import MiningRun, decode_mask, local_path
+
+if TYPE_CHECKING:
+    import fiftyone as fo
+
+logger = logging.getLogger(__name__)
+
+
+def detection_of(row: dict[str, Any]) -> fo.Detection:
+    import fiftyone as fo
+
+    height, width = row["frame_height"], row["frame_width"]
+    x, y, w, h = row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"]
+    if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
+        raise ReviewError(
+            f"bbox of {row['instance_id']} ({x}, {y}, {w}, {h}) is empty or outside the "
+            f"{width}x{height} frame"
+        )
+    crop = decode_mask(row)[y : y + h, x : x + w]
+    if int(crop.sum()) != row["area"]:
+        raise ReviewError(
+            f"mask of {row['instance_id']} has {int(crop.sum())} pixels inside its bbox, "
+            f"but area = {row['area']}"
+        )
+    return fo.Detection(
+        label=LABEL,
+        bounding_box=[x / width, y / height, w / width, h / height],
+        mask=crop,
+        confidence=float(row["score"]),
+        rank=int(row["rank"]),
+        sam_iou=float(row["sam_iou"]),
+        area=int(row["area"]),
+        mined_instance_id=row["instance_id"],
+    )
+
+
+def pixel_box(detection: fo.Detection, width: int, height: int) -> tuple[int, int, int, int]:
+    """``(x, y, w, h)`` in frame pixels; the size is the mask's, so crops match it exactly."""
+    x, y, w, h = detection.bounding_box
+    x0, y0 = round(x * width), round(y * height)
+    if detection.mask is not None:
+        mask_h, mask_w = detection.mask.shape
+        return x0, y0, mask_w, mask_h
+    # Both edges rounded (not the size): a box that ends at the frame's edge stays inside it.
+    return x0, y0, round((x + w) * width) - x0, round((y + h) * height) - y0
+
+
+def box_mask(detection: fo.Detection, w: int, h: int) -> np.ndarray:
+    # A detection without a mask (e.g. added by hand) covers its whole box.
+    return detection.mask if detection.mask is not None else np.ones((h, w), dtype=bool)
+
+
+def mask_iou(a: fo.Detection, b: fo.Detection, width: int, height: int) -> float:
+    """IoU of two detections' masks in frame pixels (masks cropped to their boxes)."""
+    ax, ay, aw, ah = pixel_box(a, width, height)
+    bx, by, bw, bh = pixel_box(b, width, height)
+    x0, y0 = min(ax, bx), min(ay, by)
+    x1, y1 = max(ax + aw, bx + bw), max(ay + ah, by + bh)
+    canvas_a = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    canvas_b = np.zeros_like(canvas_a)
+    canvas_a[ay - y0 : ay - y0 + ah, ax - x0 : ax - x0 + aw] = box_mask(a, aw, ah)
+    canvas_b[by - y0 : by - y0 + bh, bx - x0 : bx - x0 + bw] = box_mask(b, bw, bh)
+    union = np.logical_or(canvas_a, canvas_b).sum()
+    return float(np.logical_and(canvas_a, canvas_b).sum() / union) if union else 0.0
+
+
+def carry_review(
+    old: Iterable[fo.Detection], new: list[fo.Detection], width: int, height: int
+) -> list[fo.Detection]:
+    """New detections with the ids and tags of the old ones they match, plus unmatched
+    old detections that carry tags (review decisions are never dropped silently)."""
+    free = list(range(len(new)))
+    kept = []
+    for previous in old:
+        ious = [(mask_iou(previous, new[i], width, height), i) for i in free]
+        best_iou, best = max(ious, default=(0.0, -1))
+        if best_iou >= MATCH_IOU:
+            free.remove(best)
+            new[best].id = previous.id
+            new[best].tags = list(previous.tags)
+        elif previous.tags:
+            kept.append(previous)
+    return new + kept
+
+
+def _content_hash(frame: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    blob = json.dumps([frame, rows], sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def sample_fields(
+    run: MiningRun, key: str, image: Path, detections: list[fo.Detection]
+) -> dict[str, Any]:
+    import fiftyone as fo
+
+    frame, rows = run.frames[key], run.candidates[key]
+    fields: dict[str, Any] = {
+        "filepath": str(image),
+        "metadata": fo.ImageMetadata(width=frame["frame_width"], height=frame["frame_height"]),
+        ANOMALIES: fo.Detections(detections=detections),
+        "log_id": frame["log_id"],
+        "frame_key": key,
+        "frame_index": frame["frame_index"],
+        "timestamp": frame["timestamp"],
+        "frame_uri": frame["frame_uri"],
+        "run_id": frame["run_id"],
+        "max_score": max(float(r["score"]) for r in rows),
+        "max_anomaly_score": float(frame["max_anomaly_score"]),
+        "max_fused_score": float(frame["max_fused_score"]),
+        "ugains_hash": _content_hash(frame, rows),
+        "anomaly_map": None,
+        "semantic": None,
+    }
+    if frame["fused_map_uri"]:
+        fields["anomaly_map"] = fo.Heatmap(
+            map_path=str(local_path(frame["fused_map_uri"], run.path, f"fused map of {key}")),
+            range=[0, 255],
+            score_min=float(frame["fused_map_min"]),
+            score_max=float(frame["fused_map_max"]),
+        )
+    if frame["semantic_uri"]:
+        fields["semantic"] = fo.Segmentation(
+            mask_path=str(local_path(frame["semantic_uri"], run.path, f"semantic map of {key}"))
+        )
+    return fields
+
+
+def heatmap_scores(heatmap: fo.Heatmap) -> np.ndarray:
+    """The fused scores ``[H, W]`` float32 of an ``anomaly_map`` (its PNG mapped back)."""
+    png = heatmap.get_map().astype(np.float32)
+    return heatmap.score_min + png / 255.0 * (heatmap.score_max - heatmap.score_min)
