@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from pipelines.decode import DecodedFrame
-from pipelines.inference import FrameInference, UGainSModelHandler, encode_score_map
+from pipelines.elements import DecodedFrame, FrameInference, dead_letter_failures
+from pipelines.inference import UGainSModelHandler, encode_score_map
 from pipelines.rows import (
     RunContext,
     _crop_png,
@@ -25,7 +25,6 @@ from pipelines.rows import (
     _point_to_original,
     _to_original,
 )
-from pipelines.sources import dead_letter_failures
 from transforms.masks import crop_box_with_margin, decode_rle, masks_to_xywh
 
 

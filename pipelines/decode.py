@@ -18,23 +18,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.sources import (
-    FrameFailure,
-    FrameRef,
-    ReadUnit,
-    dead_letter_failures,
-    local_copy,
-)
+from pipelines.elements import DecodedFrame, FrameFailure, FrameRef, ReadUnit, dead_letter_failures
+from pipelines.sources import local_copy
 
 __all__ = [
     "DecodeFrames",
-    "DecodedFrame",
     "FrameDecodeError",
     "decode_image",
     "resize_for_model",
@@ -47,27 +40,6 @@ FAILED = "failed"
 
 class FrameDecodeError(ValueError):
     """A frame's bytes cannot be turned into an RGB image; the message says why."""
-
-
-@dataclass(frozen=True)
-class DecodedFrame:
-    """A frame ready for the models.
-
-    Attributes:
-        ref: where the frame came from.
-        image: ``[H, W, 3]`` uint8 RGB, original pixels.
-        model_image: ``[h, w, 3]`` uint8 RGB at the models' input size.
-        decode_ms: time spent reading and decoding this frame.
-    """
-
-    ref: FrameRef
-    image: np.ndarray
-    model_image: np.ndarray
-    decode_ms: float
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return int(self.image.shape[0]), int(self.image.shape[1])
 
 
 def to_rgb8(array: np.ndarray, name: str) -> np.ndarray:

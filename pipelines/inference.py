@@ -24,7 +24,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
@@ -40,15 +39,13 @@ from apache_beam.ml.inference.base import (
 
 from models.config import ModelsConfig
 from pipelines.config import InferenceConfig, is_local_uri
-from pipelines.decode import DecodedFrame
+from pipelines.elements import DecodedFrame, FrameFailure, FrameInference, dead_letter_failures
 from pipelines.locks import file_lock
 from pipelines.runs import crash_point
-from pipelines.sources import FrameFailure, dead_letter_failures
 from transforms.masks import encode_rle
 
 __all__ = [
     "CompactUGainS",
-    "FrameInference",
     "RunUGainS",
     "UGainSModelHandler",
     "compact_result",
@@ -58,46 +55,6 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FrameInference:
-    """One frame's UGainS outputs at the model size, compact enough to pickle per frame.
-
-    Attributes:
-        size: ``(h, w)`` the model ran at.
-        mask_rles: COCO compressed RLE counts of the ``M`` kept masks, at ``size``.
-        scores: ``[M]`` float32 mask scores, descending.
-        sam_iou: ``[M]`` float32 SAM predicted IoU.
-        points: ``[M, 2]`` int64 ``(x, y)`` prompt of each mask, model pixels.
-        max_anomaly_score / max_fused_score: maxima of ``U`` and ``I + U``.
-        fused_png: 8-bit PNG of the fused map (value = min + png / 255 * (max - min)); None
-            when it is not written (no instance, or maps not stored): encoding it costs ~18 ms
-            of CPU at 1024x2048.
-        semantic_png: 8-bit PNG of the in-distribution classes, or None.
-        gated: frame gating skipped SAM.
-        timings: model milliseconds per stage for this frame.
-        compact_ms: host milliseconds spent making this record (RLE, PNGs).
-    """
-
-    size: tuple[int, int]
-    mask_rles: tuple[str, ...]
-    scores: np.ndarray
-    sam_iou: np.ndarray
-    points: np.ndarray
-    max_anomaly_score: float
-    max_fused_score: float
-    fused_png: bytes | None
-    fused_min: float
-    fused_max: float
-    semantic_png: bytes | None = None
-    gated: bool = False
-    timings: dict[str, float] = field(default_factory=dict)
-    compact_ms: float = 0.0
-
-    @property
-    def num_instances(self) -> int:
-        return len(self.mask_rles)
 
 
 def encode_score_map(scores: np.ndarray) -> tuple[bytes, float, float]:

@@ -51,6 +51,7 @@ from pipelines.config import (
     load_config,
     parse_overrides,
 )
+from pipelines.elements import ReadUnit
 
 if TYPE_CHECKING:  # the command line must start without importing Beam and torch
     import apache_beam as beam
@@ -297,7 +298,7 @@ def build_pipeline(
     from pipelines.inference import RunUGainS, UGainSModelHandler
     from pipelines.rows import FailuresToRows, InstancesToRows
     from pipelines.sinks import TopCandidates, WriteTable
-    from pipelines.sources import ReadUnit, write_plan
+    from pipelines.sources import write_plan
 
     handler = UGainSModelHandler(
         config.models,

@@ -21,9 +21,13 @@ import torch
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import PredictionResult
 
-from pipelines.decode import DecodedFrame
-from pipelines.inference import FrameInference
-from pipelines.sources import FrameFailure, FrameRef, dead_letter_failures
+from pipelines.elements import (
+    DecodedFrame,
+    FrameFailure,
+    FrameInference,
+    FrameRef,
+    dead_letter_failures,
+)
 from transforms.masks import crop_box_with_margin, decode_rle, encode_rle, rle_areas_and_boxes
 
 __all__ = [

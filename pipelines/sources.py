@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import datetime
 import io
-import json
 import logging
 import math
 import os
@@ -26,20 +25,17 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.config import ImageSource, ManifestSource, Source, VideoSource
+from pipelines.elements import FrameFailure, FrameRef, ReadUnit
 
 __all__ = [
     "IMAGE_EXTENSIONS",
-    "FrameFailure",
-    "FrameRef",
     "Plan",
-    "ReadUnit",
     "SourceError",
-    "dead_letter_failures",
     "frame_key",
     "local_copy",
     "plan_sources",
@@ -58,46 +54,6 @@ class SourceError(ValueError):
     """A source of the config cannot be planned; the message names it (``sources.1``)."""
 
 
-@dataclass(frozen=True)
-class FrameRef:
-    """One input frame: where it is and what it is called.
-
-    ``video_uri`` is set for a frame of a video; ``frame_index`` is then its index in the
-    video and ``uri`` is ``"<video_uri>#frame=<frame_index>"``.
-    """
-
-    key: str
-    uri: str
-    log_id: str
-    frame_index: int
-    timestamp: float | None = None
-    video_uri: str | None = None
-    video_frame: int | None = None
-
-
-@dataclass(frozen=True)
-class ReadUnit:
-    """What one decode call reads: one image, or a run of frames of one video.
-
-    Video frames travel in runs so a worker seeks once and then reads sequentially.
-    """
-
-    refs: tuple[FrameRef, ...]
-
-    @property
-    def uri(self) -> str:
-        first = self.refs[0]
-        return first.video_uri or first.uri
-
-    def to_json(self) -> str:
-        """One line of a plan file (see :func:`write_plan`)."""
-        return json.dumps([asdict(ref) for ref in self.refs], separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, line: str) -> ReadUnit:
-        return cls(tuple(FrameRef(**ref) for ref in json.loads(line)))
-
-
 def write_plan(units: Sequence[ReadUnit], path: str) -> None:
     """Write ``units`` as JSON lines to ``path`` (local or FileSystems URI).
 
@@ -107,16 +63,6 @@ def write_plan(units: Sequence[ReadUnit], path: str) -> None:
     with FileSystems.create(path, mime_type="application/jsonl") as handle:
         for unit in units:
             handle.write(unit.to_json().encode() + b"\n")
-
-
-@dataclass(frozen=True)
-class FrameFailure:
-    """An input frame that could not be processed; becomes one row of ``errors/``."""
-
-    ref: FrameRef
-    stage: str  # "read" | "decode" | "inference" | "rows"
-    error_type: str
-    reason: str
 
 
 @dataclass
@@ -130,25 +76,6 @@ class Plan:
     @property
     def num_frames(self) -> int:
         return sum(len(unit.refs) for unit in self.units) + len(self.failures)
-
-
-def dead_letter_failures(stage: str, refs: list[FrameRef], exc_info: tuple) -> list[FrameFailure]:
-    """Failures for every frame of a dead-lettered element (``(type, repr, traceback)``)."""
-    exc_type, exc_repr, _ = exc_info
-    reason = _reason(exc_type, exc_repr)
-    for ref in refs:
-        _LOG.warning("frame %s failed at %s: %s", ref.key, stage, reason)
-    return [FrameFailure(ref, stage, exc_type.__name__, reason) for ref in refs]
-
-
-def _reason(exc_type: type, exc_repr: str) -> str:
-    # repr(exc) is "FrameDecodeError('x.png: ...')": keep the message, drop the wrapper.
-    prefix = f"{exc_type.__name__}("
-    if exc_repr.startswith(prefix) and exc_repr.endswith(")"):
-        inner = exc_repr[len(prefix) : -1]
-        if len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\"":
-            return inner[1:-1]
-    return exc_repr
 
 
 def frame_key(log_id: str, frame_index: int) -> str:

@@ -14,7 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image, ImageOps
 
 from pipelines.decode import DecodeFrames, FrameDecodeError, decode_image, resize_for_model
-from pipelines.sources import FrameRef, ReadUnit
+from pipelines.elements import FrameRef, ReadUnit
 
 LIMITS = {"min_side": 8, "max_side": 256}
 

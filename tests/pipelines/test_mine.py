@@ -26,8 +26,8 @@ from pycocotools import mask as mask_utils
 
 from pipelines.cli import main
 from pipelines.config import MiningConfig, parse_config
-from pipelines.decode import DecodedFrame
 from pipelines.demo import MASK2FORMER_DIR, SAM_FILE, write_checkpoints
+from pipelines.elements import DecodedFrame, FrameRef
 from pipelines.inference import RunUGainS, UGainSModelHandler
 from pipelines.ledger import Ledger, RunInProgressError, ledger_lock
 from pipelines.mine import (
@@ -45,7 +45,6 @@ from pipelines.mine import (
 )
 from pipelines.schema import TABLES
 from pipelines.sinks import read_table, table_files
-from pipelines.sources import FrameRef
 
 MODEL_SIZE = [64, 128]
 IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
