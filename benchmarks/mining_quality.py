@@ -63,7 +63,7 @@ def evaluate_world(
     from pipelines.config import load_config
     from pipelines.datasets import list_samples
     from pipelines.evaluation import Variant, evaluate
-    from pipelines.mine import pipeline_options
+    from pipelines.runners import pipeline_options
 
     config = load_config(WORLD_CONFIG)
     n = config.models.method.num_points

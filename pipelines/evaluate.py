@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pipelines.datasets import DatasetError, list_samples
     from pipelines.evaluation import evaluate, expand_variants, format_table, write_results
-    from pipelines.mine import UnsupportedRunnerError, pipeline_options, quiet_beam_logs
+    from pipelines.runners import UnsupportedRunnerError, pipeline_options, quiet_beam_logs
 
     quiet_beam_logs()  # as `ugains mine`: Beam's INFO lines would drown the report
     try:

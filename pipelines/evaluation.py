@@ -47,7 +47,7 @@ from pipelines.config import (
 from pipelines.datasets import EvalEntry, load_sample
 from pipelines.decode import resize_for_model
 from pipelines.inference import CompactUGainS, UGainSModelHandler
-from pipelines.mine import runner_for
+from pipelines.runners import runner_for
 from transforms.metrics import ComponentMetrics, InstanceMetrics, PixelMetrics, PointMetrics
 
 _LOG = logging.getLogger(__name__)

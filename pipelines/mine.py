@@ -52,10 +52,15 @@ from pipelines.config import (
     parse_overrides,
 )
 from pipelines.elements import ReadUnit
+from pipelines.runners import (
+    UnsupportedRunnerError,
+    pipeline_options,
+    quiet_beam_logs,
+    runner_for,
+)
 
 if TYPE_CHECKING:  # the command line must start without importing Beam and torch
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.rows import RunContext
     from pipelines.sources import Plan
@@ -66,35 +71,17 @@ __all__ = [
     "MiningResult",
     "ModelLoadError",
     "RunExistsError",
-    "UnsupportedRunnerError",
     "build_pipeline",
     "configure_parser",
     "expand_demo_sources",
     "make_run_id",
     "mine",
-    "pipeline_options",
-    "quiet_beam_logs",
     "run",
-    "runner_for",
     "with_mining_defaults",
 ]
 
 ACCEPTS_BEAM_OPTIONS = True
 _LOG = logging.getLogger(__name__)
-
-# Runners this tool refuses, and why (DESIGN.md, "Beam runners seen here").
-_REFUSED_RUNNERS = {
-    "daskrunner": "Beam's DaskRunner silently drops the last partial batch of BatchElements "
-    "and RunInference (16 of 20 elements came out in our test); use the DirectRunner locally "
-    "or DataflowRunner / FlinkRunner / SparkRunner at scale",
-    "prismrunner": "the PrismRunner downloads its binary at run time, which fails offline; "
-    "use the DirectRunner (the default) locally",
-}
-
-
-class UnsupportedRunnerError(ValueError):
-    """A Beam runner this pipeline refuses to run on."""
-
 
 EXIT_RUN_IN_PROGRESS = 75  # sysexits.h EX_TEMPFAIL: try again later
 
@@ -132,74 +119,6 @@ def make_run_id(fingerprint: str, now: datetime | None = None) -> str:
     """``YYYYmmddTHHMMSSZ-<fingerprint>`` in UTC."""
     now = now or datetime.now(UTC)
     return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{fingerprint}"
-
-
-def pipeline_options(config: MiningConfig, beam_args: Sequence[str] = ()) -> PipelineOptions:
-    """Beam options: the config's ``runner`` section, then command-line options on top.
-
-    Raises:
-        UnsupportedRunnerError: the DaskRunner or the PrismRunner was asked for.
-    """
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    runner = config.runner
-    flags = [
-        f"--runner={runner.runner}",
-        f"--direct_num_workers={runner.direct_num_workers}",
-        f"--direct_running_mode={runner.direct_running_mode}",
-    ]
-    for name, value in runner.options.items():
-        if value is True:
-            flags.append(f"--{name}")
-        elif value is not False:
-            flags.append(f"--{name}={value}")
-    options = PipelineOptions([*flags, *beam_args])
-    chosen = str(options.view_as(StandardOptions).runner or "DirectRunner")
-    name = chosen.rsplit(".", 1)[-1].lower()
-    if not name.endswith("runner"):
-        name += "runner"
-    if name in _REFUSED_RUNNERS:
-        raise UnsupportedRunnerError(f"runner {chosen} is not supported: {_REFUSED_RUNNERS[name]}")
-    return options
-
-
-def runner_for(options: PipelineOptions) -> Any:
-    """The runner object; the DirectRunner is run as its batch engine, the FnApiRunner.
-
-    apache-beam 2.77's DirectRunner first tries the PrismRunner, which downloads a binary
-    (DESIGN.md); the FnApiRunner is what it falls back to for batch pipelines, and it honours
-    ``direct_num_workers`` / ``direct_running_mode``.
-    """
-    from apache_beam.options.pipeline_options import StandardOptions, WorkerOptions
-
-    name = str(options.view_as(StandardOptions).runner or "DirectRunner")
-    if name in ("DirectRunner", "FnApiRunner"):
-        from apache_beam.portability.api import beam_provision_api_pb2
-        from apache_beam.runners.job.utils import dict_to_struct
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-        from apache_beam.runners.portability.fn_api_runner.fn_runner import (
-            ExtendedProvisionInfo,
-        )
-
-        # Worker processes read their log level from the provision info, which the bare
-        # FnApiRunner leaves empty: they would log every gRPC channel they open at INFO.
-        # Ours: Beam at WARNING, ugains' own progress lines at INFO; the options win.
-        worker = options.view_as(WorkerOptions)
-        worker_options = {
-            "default_sdk_harness_log_level": worker.default_sdk_harness_log_level or "WARNING",
-            "sdk_harness_log_level_overrides": {
-                **{package: "INFO" for package in ("pipelines", "models", "transforms")},
-                **(worker.sdk_harness_log_level_overrides or {}),
-            },
-        }
-        provision = beam_provision_api_pb2.ProvisionInfo(
-            retrieval_token="unused-retrieval-token",
-            pipeline_options=dict_to_struct(
-                {f"beam:option:{key}:v1": value for key, value in worker_options.items()}
-            ),
-        )
-        return FnApiRunner(provision_info=ExtendedProvisionInfo(provision))
-    return name
 
 
 def expand_demo_sources(config: MiningConfig) -> MiningConfig:
@@ -617,13 +536,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             "demo source's own is used automatically)"
         ),
     )
-
-
-def quiet_beam_logs() -> None:
-    """Beam's own INFO lines (shard renames, batching statistics) drown the progress lines:
-    log Beam at WARNING unless the user asked for DEBUG."""
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        logging.getLogger("apache_beam").setLevel(logging.WARNING)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,15 +34,13 @@ from pipelines.mine import (
     EXIT_RUN_IN_PROGRESS,
     ModelLoadError,
     RunExistsError,
-    UnsupportedRunnerError,
     _new_run_dir,
     build_pipeline,
     make_run_id,
     mine,
-    pipeline_options,
-    runner_for,
     with_mining_defaults,
 )
+from pipelines.runners import UnsupportedRunnerError, pipeline_options, runner_for
 from pipelines.schema import TABLES
 from pipelines.sinks import read_table, table_files
 
