@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -21,9 +22,23 @@ __all__ = [
     "FrameRef",
     "ReadUnit",
     "dead_letter_failures",
+    "split_video_uri",
+    "video_frame_uri",
 ]
 
 _LOG = logging.getLogger(__name__)
+_VIDEO_FRAME = re.compile(r"^(?P<video>.+)#frame=(?P<index>\d+)$")
+
+
+def video_frame_uri(video: str, index: int) -> str:
+    """The URI of frame ``index`` of ``video``: ``"clip.mp4#frame=12"``."""
+    return f"{video}#frame={index}"
+
+
+def split_video_uri(uri: str) -> tuple[str, int] | None:
+    """``"clip.mp4#frame=12"`` -> ``("clip.mp4", 12)``; None for a plain URI."""
+    match = _VIDEO_FRAME.match(uri)
+    return (match["video"], int(match["index"])) if match else None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,13 @@ from dataclasses import dataclass, field
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.config import ImageSource, ManifestSource, Source, VideoSource
-from pipelines.elements import FrameFailure, FrameRef, ReadUnit
+from pipelines.elements import (
+    FrameFailure,
+    FrameRef,
+    ReadUnit,
+    split_video_uri,
+    video_frame_uri,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -39,7 +45,6 @@ __all__ = [
     "frame_key",
     "local_copy",
     "plan_sources",
-    "split_video_uri",
     "write_plan",
 ]
 
@@ -47,7 +52,6 @@ _LOG = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _GLOB_CHARS = re.compile(r"[*?\[]")
-_VIDEO_FRAME = re.compile(r"^(?P<video>.+)#frame=(?P<index>\d+)$")
 
 
 class SourceError(ValueError):
@@ -81,12 +85,6 @@ class Plan:
 def frame_key(log_id: str, frame_index: int) -> str:
     """The stable key of a frame."""
     return f"{log_id}/{frame_index:06d}"
-
-
-def split_video_uri(uri: str) -> tuple[str, int] | None:
-    """``"clip.mp4#frame=12"`` -> ``("clip.mp4", 12)``; None for a plain URI."""
-    match = _VIDEO_FRAME.match(uri)
-    return (match["video"], int(match["index"])) if match else None
 
 
 @contextmanager
@@ -240,7 +238,7 @@ def _video_refs(source: VideoSource, where: str) -> tuple[list[FrameRef], list[F
             refs.append(
                 FrameRef(
                     key=frame_key(log_id, index),
-                    uri=f"{path}#frame={index}",
+                    uri=video_frame_uri(path, index),
                     log_id=log_id,
                     frame_index=index,
                     timestamp=index / fps if fps > 0 else None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,7 +44,6 @@ CITYSCAPES_CLASSES = (
     "bicycle",
 )
 CITYSCAPES_MASK_TARGETS = {**dict(enumerate(CITYSCAPES_CLASSES)), 255: "ignore"}
-VIDEO_FRAME = re.compile(r"^(?P<video>.+)#frame=(?P<index>\d+)$")
 MATCH_IOU = 0.5
 
 

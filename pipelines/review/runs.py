@@ -15,10 +15,11 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pycocotools import mask as mask_utils
 
-from pipelines.review.fields import VIDEO_FRAME, ReviewError
+from pipelines.elements import split_video_uri
+from pipelines.review.fields import ReviewError
 from pipelines.schema import CANDIDATES_SCHEMA, FRAMES_SCHEMA, SCHEMA_VERSION
+from transforms.masks import decode_rle
 
 if TYPE_CHECKING:
     pass
@@ -119,15 +120,15 @@ def frame_images(run: MiningRun) -> dict[str, Path]:
     wanted: dict[Path, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
     for key in run.candidates:
         uri = run.frames[key]["frame_uri"]
-        match = VIDEO_FRAME.match(uri)
-        if match is None:
+        video_frame = split_video_uri(uri)
+        if video_frame is None:
             images[key] = local_path(uri, run.path, f"frame_uri of {key}")
             continue
         jpeg = run.path / "frames_jpeg" / f"{_safe_name(key)}.jpg"
         images[key] = jpeg
         if not jpeg.exists():
-            video = local_path(match["video"], run.path, f"video of {key}")
-            wanted[video][int(match["index"])].append(key)
+            video = local_path(video_frame[0], run.path, f"video of {key}")
+            wanted[video][video_frame[1]].append(key)
     for video, by_index in wanted.items():
         _decode_video_frames(video, by_index, images)
     return images
@@ -158,9 +159,8 @@ def _decode_video_frames(
 
 def decode_mask(row: dict[str, Any]) -> np.ndarray:
     """The full-frame boolean mask ``[frame_height, frame_width]`` of an instance row."""
-    height, width = row["frame_height"], row["frame_width"]
     try:
-        mask = mask_utils.decode({"size": [height, width], "counts": row["mask_rle"].encode()})
-    except (ValueError, TypeError) as error:
-        raise ReviewError(f"mask_rle of {row['instance_id']} is not COCO RLE: {error}") from None
-    return mask.astype(bool)
+        mask = decode_rle(row["mask_rle"], row["frame_height"], row["frame_width"])
+    except ValueError as error:
+        raise ReviewError(f"mask_rle of {row['instance_id']}: {error}") from None
+    return mask.numpy()

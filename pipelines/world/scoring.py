@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
+from pipelines.elements import split_video_uri
 from pipelines.sinks import rank_candidates, read_table
 from transforms.masks import decode_rle
 from transforms.nms import mask_iou
@@ -38,7 +39,6 @@ __all__ = ["MiningScore", "load_ground_truth", "score_run", "world_frame_id"]
 MIN_AREA = 100
 MATCH_IOU = 0.5
 _IMAGE = re.compile(r"^frame_(\d+)\.png$")
-_VIDEO = re.compile(r"^(?P<log>.+)\.avi#frame=(?P<index>\d+)$")
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,9 @@ class MiningScore:
 def world_frame_id(uri: str) -> tuple[str, int] | None:
     """``(log_id, frame index)`` of a world log frame's URI, or None for other files."""
     path = PurePosixPath(uri.replace("\\", "/"))
-    video = _VIDEO.match(path.name)
-    if video:
-        return video["log"], int(video["index"])
+    video = split_video_uri(path.name)
+    if video and video[0].endswith(".avi"):
+        return video[0].removesuffix(".avi"), video[1]
     image = _IMAGE.match(path.name)
     if image and path.parent.name == "images":
         return path.parent.parent.name, int(image[1])

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import ImageSource, ManifestSource, VideoSource
-from pipelines.elements import FrameRef, ReadUnit
-from pipelines.sources import SourceError, frame_key, plan_sources, split_video_uri, write_plan
+from pipelines.elements import FrameRef, ReadUnit, split_video_uri
+from pipelines.sources import SourceError, frame_key, plan_sources, write_plan
 
 
 def write_png(path: Path, size: tuple[int, int] = (40, 60)) -> Path:
