@@ -17,8 +17,8 @@ import torch
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from pipelines.elements import DecodedFrame, FrameInference, dead_letter_failures
-from pipelines.inference import UGainSModelHandler, encode_score_map
-from pipelines.rows import (
+from pipelines.mining.inference import UGainSModelHandler, encode_score_map
+from pipelines.mining.rows import (
     RunContext,
     _crop_png,
     _identity,

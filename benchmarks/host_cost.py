@@ -38,11 +38,11 @@ from pipelines import inference as inference_module
 from pipelines import mine as mine_module
 from pipelines import rows as rows_module
 from pipelines.config import parse_config
-from pipelines.decode import decode_image
 from pipelines.elements import DecodedFrame, FrameRef
-from pipelines.inference import CompactUGainS, UGainSModelHandler, compact_result
-from pipelines.rows import RunContext, instance_rows
-from pipelines.schema import INSTANCES_SCHEMA
+from pipelines.mining.decode import decode_image
+from pipelines.mining.inference import CompactUGainS, UGainSModelHandler, compact_result
+from pipelines.mining.rows import RunContext, instance_rows
+from pipelines.mining.schema import INSTANCES_SCHEMA
 from pipelines.world.generate import split_frame
 
 SIZE = (1024, 2048)

@@ -80,7 +80,7 @@ def evaluate_world(
 def mine_logs(root: Path, out: Path) -> Any:
     """``ugains mine`` (world config, frame gating on) over ``root``'s drive logs, scored."""
     from pipelines.config import ImageSource, load_config
-    from pipelines.mine import mine
+    from pipelines.mining.run import mine
     from pipelines.world.scoring import load_ground_truth, score_run
 
     config = load_config(WORLD_CONFIG)

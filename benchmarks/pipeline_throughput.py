@@ -17,7 +17,7 @@ import torch
 
 from pipelines.config import parse_config
 from pipelines.demo import draw_scene, write_untrained_checkpoints
-from pipelines.mine import mine
+from pipelines.mining.run import mine
 
 
 def run_pipeline(setting, frames: int, device: torch.device, batch_size: int) -> str:

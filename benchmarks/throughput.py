@@ -38,7 +38,7 @@ from models.config import Mask2FormerConfig, MethodConfig, SamConfig
 from models.mask2former import build_mask2former, favour_no_object
 from models.sam import SamPrompter, build_sam
 from models.ugains import FrameResult, StageClock, UGainS
-from pipelines.inference import compact_result
+from pipelines.mining.inference import compact_result
 from transforms import sampling, scores
 from transforms.nms import mask_iou
 

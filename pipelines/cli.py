@@ -18,9 +18,12 @@ from pipelines import __version__
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "mine": ("pipelines.mine", "run the Beam mining pipeline over drive logs"),
+    "mine": ("pipelines.mining.run", "run the Beam mining pipeline over drive logs"),
     "evaluate": ("pipelines.evaluate", "reproduce the paper's metrics on a labelled dataset"),
-    "runs": ("pipelines.runs", "list committed runs and clean up the leftovers of killed ones"),
+    "runs": (
+        "pipelines.mining.runs",
+        "list committed runs and clean up the leftovers of killed ones",
+    ),
     "review": ("pipelines.review.cli", "build, browse and export the FiftyOne review dataset"),
     "weights": ("pipelines.weights", "download and list model checkpoints"),
     "world": ("pipelines.world.cli", "generate the synthetic road world (scenes with known truth)"),

@@ -45,8 +45,8 @@ from pipelines.config import (
     MiningConfig,
 )
 from pipelines.datasets import EvalEntry, load_sample
-from pipelines.decode import resize_for_model
-from pipelines.inference import CompactUGainS, UGainSModelHandler
+from pipelines.mining.decode import resize_for_model
+from pipelines.mining.inference import CompactUGainS, UGainSModelHandler
 from pipelines.runners import runner_for
 from transforms.metrics import ComponentMetrics, InstanceMetrics, PixelMetrics, PointMetrics
 

@@ -17,9 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.elements import split_video_uri
+from pipelines.mining.schema import CANDIDATES_SCHEMA, FRAMES_SCHEMA, SCHEMA_VERSION
 from pipelines.review.fields import ReviewError
-from pipelines.schema import CANDIDATES_SCHEMA, FRAMES_SCHEMA, SCHEMA_VERSION
-from transforms.masks import decode_rle
 
 if TYPE_CHECKING:
     pass
@@ -159,6 +158,8 @@ def _decode_video_frames(
 
 def decode_mask(row: dict[str, Any]) -> np.ndarray:
     """The full-frame boolean mask ``[frame_height, frame_width]`` of an instance row."""
+    from transforms.masks import decode_rle  # imports torch: not at `review --help` time
+
     try:
         mask = decode_rle(row["mask_rle"], row["frame_height"], row["frame_width"])
     except ValueError as error:

@@ -58,4 +58,4 @@ def test_worker_lines_relayed_by_the_local_job_service_are_not_printed_twice() -
     relay = "apache_beam.runners.portability.local_job_service"
     assert not keep(record(relay, 'Worker: severity: WARN message: "No semi_persistent..."'))
     assert keep(record(relay, "Job failed"))  # the job service's own lines stay
-    assert keep(record("pipelines.rows", "Worker: a line of ours"))
+    assert keep(record("pipelines.mining.rows", "Worker: a line of ours"))

@@ -295,7 +295,7 @@ def test_evaluate_command_errors_name_the_problem(tmp_path, caplog, capsys):
 def test_frames_of_another_size_run_at_the_model_size_and_are_scored_at_label_size():
     from models.ugains import build_ugains
     from pipelines.evaluation import EvalInput, EvaluationModelHandler
-    from pipelines.inference import load_ugains
+    from pipelines.mining.inference import load_ugains
 
     method = METHOD | {"reference_size": [32, 64]}
     models = ModelsConfig.model_validate(MODELS | {"method": method})

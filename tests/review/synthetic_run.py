@@ -1,4 +1,4 @@
-"""A mining run directory written by hand with exactly the tables of ``pipelines.schema``.
+"""A mining run directory written by hand with exactly the tables of ``pipelines.mining.schema``.
 
 Frames are drawn with OpenCV (grey road, one coloured blob per anomaly), masks are the drawn
 blobs encoded with pycocotools, fused maps and semantic maps are real 8-bit PNGs. Two logs:
@@ -17,7 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 
-from pipelines.schema import CANDIDATES_SCHEMA, ERRORS_SCHEMA, FRAMES_SCHEMA, INSTANCES_SCHEMA
+from pipelines.mining.schema import (
+    CANDIDATES_SCHEMA,
+    ERRORS_SCHEMA,
+    FRAMES_SCHEMA,
+    INSTANCES_SCHEMA,
+)
 
 HEIGHT, WIDTH = 96, 160
 VIDEO_FRAMES = 4

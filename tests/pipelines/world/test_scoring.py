@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipelines.schema import TABLES
+from pipelines.mining.schema import TABLES
 from pipelines.world.generate import _sighting
 from pipelines.world.scoring import load_ground_truth, score_run, world_frame_id
 from transforms.masks import encode_rle

@@ -9,8 +9,14 @@ import pyarrow.parquet as pq
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.schema import ERRORS_SCHEMA
-from pipelines.sinks import TopCandidates, WriteTable, count_rows, rank_candidates, read_table
+from pipelines.mining.schema import ERRORS_SCHEMA
+from pipelines.mining.sinks import (
+    TopCandidates,
+    WriteTable,
+    count_rows,
+    rank_candidates,
+    read_table,
+)
 
 
 def instance(score: float, instance_id: str) -> dict:

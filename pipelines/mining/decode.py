@@ -24,7 +24,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.elements import DecodedFrame, FrameFailure, FrameRef, ReadUnit, dead_letter_failures
-from pipelines.sources import local_copy
+from pipelines.mining.sources import local_copy
 
 __all__ = [
     "DecodeFrames",

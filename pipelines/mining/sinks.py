@@ -1,4 +1,4 @@
-"""Parquet sinks of a run directory (schemas: :mod:`pipelines.schema`) and the top-N ranking."""
+"""Parquet sinks of a run directory (schemas: :mod:`pipelines.mining.schema`), top-N ranking."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.schema import TABLES
+from pipelines.mining.schema import TABLES
 
 __all__ = [
     "TopCandidates",
@@ -33,7 +33,7 @@ def table_path(run_dir: str, table: str) -> str:
 
 
 class WriteTable(beam.PTransform):
-    """Write dict rows as the named table of ``pipelines.schema.TABLES`` into ``run_dir``."""
+    """Write dict rows as the named table of ``pipelines.mining.schema.TABLES`` into ``run_dir``."""
 
     def __init__(self, table: str, run_dir: str, compression: str = "zstd") -> None:
         super().__init__()

@@ -28,9 +28,9 @@ from pipelines.cli import main
 from pipelines.config import MiningConfig, parse_config
 from pipelines.demo import MASK2FORMER_DIR, SAM_FILE, write_checkpoints
 from pipelines.elements import DecodedFrame, FrameRef
-from pipelines.inference import RunUGainS, UGainSModelHandler
-from pipelines.ledger import Ledger, RunInProgressError, ledger_lock
-from pipelines.mine import (
+from pipelines.mining.inference import RunUGainS, UGainSModelHandler
+from pipelines.mining.ledger import Ledger, RunInProgressError, ledger_lock
+from pipelines.mining.run import (
     EXIT_RUN_IN_PROGRESS,
     ModelLoadError,
     RunExistsError,
@@ -40,9 +40,9 @@ from pipelines.mine import (
     mine,
     with_mining_defaults,
 )
+from pipelines.mining.schema import TABLES
+from pipelines.mining.sinks import read_table, table_files
 from pipelines.runners import UnsupportedRunnerError, pipeline_options, runner_for
-from pipelines.schema import TABLES
-from pipelines.sinks import read_table, table_files
 
 MODEL_SIZE = [64, 128]
 IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -149,7 +149,7 @@ def test_mining_runs_reruns_and_restarts_on_a_changed_config(
         other.save()
         build_pipeline(pipeline, config, plan, ctx)
 
-    monkeypatch.setattr("pipelines.mine.build_pipeline", overlapping_run_finishes)
+    monkeypatch.setattr("pipelines.mining.run.build_pipeline", overlapping_run_finishes)
     first = mine(config, beam_args=IN_MEMORY, run_id="run-1")
     monkeypatch.undo()
     ledger = Ledger.load(str(tmp_path), config.fingerprint()).entries
@@ -366,7 +366,7 @@ def test_a_run_never_writes_into_an_existing_run_directory(
     with pytest.raises(RunExistsError, match=r"runs/taken already exists"):
         mine(config, beam_args=IN_MEMORY, run_id="taken", check_models=False)
     # Generated ids that collide (two runs in one second) get a suffix instead.
-    monkeypatch.setattr("pipelines.mine.make_run_id", lambda fingerprint: f"T-{fingerprint}")
+    monkeypatch.setattr("pipelines.mining.run.make_run_id", lambda fingerprint: f"T-{fingerprint}")
     claimed = [_new_run_dir(str(tmp_path), None, "fp") for _ in range(3)]
     assert [run_id for run_id, _, _ in claimed] == ["T-fp", "T-fp-2", "T-fp-3"]
     # Each writes into its own staging directory; none is visible under runs/ before it commits.

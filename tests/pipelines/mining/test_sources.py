@@ -12,7 +12,7 @@ import pytest
 
 from pipelines.config import ImageSource, ManifestSource, VideoSource
 from pipelines.elements import FrameRef, ReadUnit, split_video_uri
-from pipelines.sources import SourceError, frame_key, plan_sources, write_plan
+from pipelines.mining.sources import SourceError, frame_key, plan_sources, write_plan
 
 
 def write_png(path: Path, size: tuple[int, int] = (40, 60)) -> Path:

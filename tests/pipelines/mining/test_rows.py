@@ -11,9 +11,9 @@ from pycocotools import mask as mask_utils
 
 from models.ugains import FrameResult
 from pipelines.elements import DecodedFrame, FrameFailure, FrameRef
-from pipelines.inference import compact_result
-from pipelines.rows import Progress, RunContext, error_row, frame_row, instance_rows
-from pipelines.schema import ERRORS_SCHEMA, FRAMES_SCHEMA, INSTANCES_SCHEMA
+from pipelines.mining.inference import compact_result
+from pipelines.mining.rows import Progress, RunContext, error_row, frame_row, instance_rows
+from pipelines.mining.schema import ERRORS_SCHEMA, FRAMES_SCHEMA, INSTANCES_SCHEMA
 
 CTX = RunContext(
     run_id="20260101T000000Z-abc",

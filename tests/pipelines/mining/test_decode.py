@@ -13,8 +13,8 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image, ImageOps
 
-from pipelines.decode import DecodeFrames, FrameDecodeError, decode_image, resize_for_model
 from pipelines.elements import FrameRef, ReadUnit
+from pipelines.mining.decode import DecodeFrames, FrameDecodeError, decode_image, resize_for_model
 
 LIMITS = {"min_side": 8, "max_side": 256}
 
@@ -163,7 +163,7 @@ def test_an_unexpected_error_in_one_video_frame_fails_that_frame_only(
             raise MemoryError("cannot allocate")
         return real(image, size)
 
-    monkeypatch.setattr("pipelines.decode.resize_for_model", resize)
+    monkeypatch.setattr("pipelines.mining.decode.resize_for_model", resize)
     refs = tuple(
         FrameRef(f"v{i}", f"{video}#frame={i}", "log", i, None, str(video), i) for i in range(3)
     )

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import main
-from pipelines.ledger import ledger_lock
-from pipelines.runs import commit_run, committed_runs, uncommitted_runs
+from pipelines.mining.ledger import ledger_lock
+from pipelines.mining.runs import commit_run, committed_runs, uncommitted_runs
 
 
 def _runs(root: Path) -> None:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines.config import is_local_uri
 
 if TYPE_CHECKING:
-    from pipelines.ledger import Ledger
+    from pipelines.mining.ledger import Ledger
 
 __all__ = [
     "RUN_RECORD",
@@ -191,7 +191,7 @@ def clean_leftovers(root: str) -> tuple[list[str], list[str]]:
     (that run is alive). Run directories without ``run.json`` (object stores, or runs of
     ugains versions before staging) are removed.
     """
-    from pipelines.ledger import RunInProgressError, ledger_lock
+    from pipelines.mining.ledger import RunInProgressError, ledger_lock
 
     removed: list[str] = []
     kept: list[str] = []

@@ -41,7 +41,7 @@ from models.config import ModelsConfig
 from pipelines.config import InferenceConfig, is_local_uri
 from pipelines.elements import DecodedFrame, FrameFailure, FrameInference, dead_letter_failures
 from pipelines.locks import file_lock
-from pipelines.runs import crash_point
+from pipelines.mining.runs import crash_point
 from transforms.masks import encode_rle
 
 __all__ = [

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.ledger import Ledger, RunInProgressError, ledger_lock, ledger_path
-from pipelines.schema import ERRORS_SCHEMA, FRAMES_SCHEMA
+from pipelines.mining.ledger import Ledger, RunInProgressError, ledger_lock, ledger_path
+from pipelines.mining.schema import ERRORS_SCHEMA, FRAMES_SCHEMA
 
 
 def write_run(run_dir: Path, ok: list[str], failed: list[str]) -> None:
@@ -130,7 +130,7 @@ def test_a_run_lock_dies_with_its_process(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from pipelines.ledger import ledger_lock\n"
+            "from pipelines.mining.ledger import ledger_lock\n"
             f"with ledger_lock({str(tmp_path)!r}, 'fp'):\n"
             "    print('held', flush=True)\n"
             "    time.sleep(600)\n",

@@ -11,7 +11,7 @@ the usual Beam options on the command line; the DaskRunner and the PrismRunner a
 
 Runs are incremental: frames already in the ledger of the config's fingerprint are skipped;
 when nothing is new, the command says so and exits 0 without creating a run directory. A run
-writes into a staging place and commits in one step (pipelines/runs.py); a run that fails or
+writes into a staging place and commits in one step (pipelines/mining/runs.py); a run that fails or
 is killed leaves no committed run and no ledger entry, so the next run mines its frames again
 (and removes the leftover). While a run of a config is in progress, another run of
 the same config exits 75 (EX_TEMPFAIL) at once without doing anything (local output roots).
@@ -62,8 +62,8 @@ from pipelines.runners import (
 if TYPE_CHECKING:  # the command line must start without importing Beam and torch
     import apache_beam as beam
 
-    from pipelines.rows import RunContext
-    from pipelines.sources import Plan
+    from pipelines.mining.rows import RunContext
+    from pipelines.mining.sources import Plan
 
 __all__ = [
     "ACCEPTS_BEAM_OPTIONS",
@@ -196,7 +196,7 @@ def _check_checkpoint_files(config: MiningConfig) -> None:
 def _check_models(config: MiningConfig) -> None:
     """Load the models once on the launcher's CPU: a bad checkpoint stops the run here."""
     from models.ugains import build_ugains
-    from pipelines.inference import stage_checkpoints
+    from pipelines.mining.inference import stage_checkpoints
 
     started = time.perf_counter()
     try:
@@ -213,11 +213,11 @@ def build_pipeline(
     import apache_beam as beam
     from apache_beam.io.filesystems import FileSystems
 
-    from pipelines.decode import DecodeFrames
-    from pipelines.inference import RunUGainS, UGainSModelHandler
-    from pipelines.rows import FailuresToRows, InstancesToRows
-    from pipelines.sinks import TopCandidates, WriteTable
-    from pipelines.sources import write_plan
+    from pipelines.mining.decode import DecodeFrames
+    from pipelines.mining.inference import RunUGainS, UGainSModelHandler
+    from pipelines.mining.rows import FailuresToRows, InstancesToRows
+    from pipelines.mining.sinks import TopCandidates, WriteTable
+    from pipelines.mining.sources import write_plan
 
     handler = UGainSModelHandler(
         config.models,
@@ -266,11 +266,11 @@ def _claim(root: str, run_id: str, fingerprint: str) -> str | None:
     """The directory a new run ``run_id`` writes into, or None if the id is taken.
 
     Local: its staging directory, created atomically, and only while the final directory does
-    not exist (pipelines/runs.py). Remote: the final directory, if nothing is in it.
+    not exist (pipelines/mining/runs.py). Remote: the final directory, if nothing is in it.
     """
     from apache_beam.io.filesystems import FileSystems
 
-    from pipelines.runs import staging_dir
+    from pipelines.mining.runs import staging_dir
 
     run_dir = FileSystems.join(root, "runs", run_id)
     if is_local_uri(root):
@@ -354,18 +354,18 @@ def mine(
 
     Frames in the ledger of the config's fingerprint are skipped (unless ``ignore_ledger``;
     failed frames are retried with ``retry_errors``). The run writes into a staging place and
-    commits in one step when its tables are complete (pipelines/runs.py); the ledger is
+    commits in one step when its tables are complete (pipelines/mining/runs.py); the ledger is
     updated after the commit, and reconciled with the committed runs before planning, so a
     kill at any moment never mines a frame twice nor loses one.
     """
     import apache_beam as beam
 
-    from pipelines.ledger import Ledger, ledger_lock
-    from pipelines.rows import RunContext
-    from pipelines.runs import clean_staging, commit_run, crash_point, reconcile_ledger
-    from pipelines.schema import TABLES
-    from pipelines.sinks import count_rows
-    from pipelines.sources import plan_sources
+    from pipelines.mining.ledger import Ledger, ledger_lock
+    from pipelines.mining.rows import RunContext
+    from pipelines.mining.runs import clean_staging, commit_run, crash_point, reconcile_ledger
+    from pipelines.mining.schema import TABLES
+    from pipelines.mining.sinks import count_rows
+    from pipelines.mining.sources import plan_sources
 
     started = time.perf_counter()
     options = pipeline_options(config, beam_args)
@@ -476,7 +476,7 @@ def _run_record(config: MiningConfig, ctx: RunContext, result: MiningResult) -> 
 
 def format_candidates(run_dir: str, limit: int = 10) -> str:
     """The top ``limit`` candidates of a run as a text table."""
-    from pipelines.sinks import read_table
+    from pipelines.mining.sinks import read_table
 
     table = read_table(run_dir, "candidates").slice(0, limit)
     header = (
@@ -539,8 +539,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.ledger import RunInProgressError
-    from pipelines.sources import SourceError
+    from pipelines.mining.ledger import RunInProgressError
+    from pipelines.mining.sources import SourceError
 
     quiet_beam_logs()
     try:
