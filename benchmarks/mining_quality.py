@@ -61,8 +61,9 @@ def evaluate_world(
 ) -> list[dict[str, Any]]:
     """``ugains evaluate`` (``(mode, sampler)`` variants, the config's points) on ``root/test``."""
     from pipelines.config import load_config
-    from pipelines.datasets import list_samples
-    from pipelines.evaluation import Variant, evaluate
+    from pipelines.evaluation.datasets import list_samples
+    from pipelines.evaluation.pipeline import evaluate
+    from pipelines.evaluation.variants import Variant
     from pipelines.runners import pipeline_options
 
     config = load_config(WORLD_CONFIG)
@@ -111,7 +112,7 @@ def measure(root: Path, seed: int, test_frames: int, log_frames: int) -> WorldQu
 
 
 def format_tables(quality: WorldQuality) -> str:
-    from pipelines.evaluation import COLUMNS
+    from pipelines.evaluation.report import COLUMNS
 
     columns = COLUMNS[1:]  # all but "dataset"
 

@@ -19,7 +19,7 @@ from pipelines import __version__
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "mine": ("pipelines.mining.run", "run the Beam mining pipeline over drive logs"),
-    "evaluate": ("pipelines.evaluate", "reproduce the paper's metrics on a labelled dataset"),
+    "evaluate": ("pipelines.evaluation.cli", "reproduce the paper's metrics on a labelled dataset"),
     "runs": (
         "pipelines.mining.runs",
         "list committed runs and clean up the leftovers of killed ones",

@@ -10,7 +10,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from pipelines.cli import main
-from pipelines.datasets import list_samples, load_sample
+from pipelines.evaluation.datasets import list_samples, load_sample
 from pipelines.world import objects
 from pipelines.world.generate import (
     MAX_AREA_FRACTION,

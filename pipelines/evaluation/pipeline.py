@@ -1,4 +1,4 @@
-"""The evaluation pipeline behind ``ugains evaluate``: the paper's metrics, one row per variant.
+"""The Beam pipeline behind ``ugains evaluate``: the paper's metrics, one row per variant.
 
 The Beam pipeline runs exactly what mining runs (the mining ModelHandler's model loading and
 the same UGainS step, frames resized to the models' input size as mining does) and folds each
@@ -21,12 +21,8 @@ to ``<out>/results.json`` and ``<out>/results.csv``.
 
 from __future__ import annotations
 
-import csv
-import io
-import itertools
 import json
 import logging
-import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,12 +35,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models.config import MethodConfig, ModelsConfig
+from models.config import ModelsConfig
 from pipelines.config import (
     InferenceConfig,
     MiningConfig,
 )
-from pipelines.datasets import EvalEntry, load_sample
+from pipelines.evaluation.datasets import EvalEntry, load_sample
+from pipelines.evaluation.report import make_row
+from pipelines.evaluation.variants import Variant
 from pipelines.mining.decode import resize_for_model
 from pipelines.mining.inference import CompactUGainS, UGainSModelHandler
 from pipelines.runners import runner_for
@@ -52,94 +50,10 @@ from transforms.metrics import ComponentMetrics, InstanceMetrics, PixelMetrics, 
 
 _LOG = logging.getLogger(__name__)
 
-MODES = ("ugains", "rba", "dense-grid", "oracle")  # command-line spelling of ModeName
-COLUMNS = (
-    "dataset",
-    "mode",
-    "sampler",
-    "points",
-    "frames",
-    "pAP",
-    "FPR95",
-    "AUROC",
-    "iAP",
-    "iAP50",
-    "point_precision",
-    "point_recall",
-)
-# SegmentMeIfYouCan's component metrics, with --component-threshold only.
-COMPONENT_COLUMNS = ("sIoU", "PPV", "mean_F1")
-# Its minimum sizes (predicted segment, ground-truth instance) per track: obstacle track
-# 50 / 10, anomaly track (and everything else) 500 / 100.
+
 COMPONENT_MIN_SIZES: dict[str, tuple[int, int]] = {"smiyc_ro21": (50, 10)}
 
 # The paper's figures (DESIGN.md), printed next to ours for the matching rows.
-PAPER_REFERENCE: dict[tuple[str, str, str, str], dict[str, float]] = {
-    ("fishyscapes_lf", "ugains", "fps", "50"): {
-        "pAP": 80.08, "FPR95": 6.61, "iAP": 29.75, "iAP50": 48.35,
-    },
-    ("road_anomaly", "ugains", "fps", "50"): {"pAP": 88.98, "FPR95": 10.42},
-    ("fishyscapes_lf", "dense-grid", "-", "-"): {"iAP": 17.02},
-    ("fishyscapes_lf", "ugains", "oracle", "-"): {"iAP": 49.94},
-    ("fishyscapes_lf", "oracle", "-", "-"): {"iAP": 49.94},  # the same prompts
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One table row's method settings (the rest of the method comes from the config)."""
-
-    mode: str  # one of MODES
-    sampler: str = "-"  # "-" where the mode has no sampler (rba, dense-grid, oracle)
-    points: int | None = None  # None where the sampler has no point budget
-
-    def method(self, base: MethodConfig) -> MethodConfig:
-        """``base`` with this variant's mode / sampler / number of points, frame gating off.
-
-        The paper runs SAM on every frame: a mining config's ``frame_gating: true`` would
-        leave frames without instances (fused score ``U - 1``) and change every metric.
-        """
-        update: dict[str, Any] = {"mode": self.mode.replace("-", "_"), "frame_gating": False}
-        if self.sampler != "-":
-            update["sampler"] = self.sampler
-        if self.points is not None:
-            update["num_points"] = self.points
-        return MethodConfig.model_validate(base.model_dump() | update)
-
-    @property
-    def has_instances(self) -> bool:
-        return self.mode != "rba"
-
-    def key(self) -> tuple[str, str, str]:
-        return self.mode, self.sampler, "-" if self.points is None else str(self.points)
-
-
-def expand_variants(
-    modes: Sequence[str], samplers: Sequence[str], points: Sequence[int]
-) -> list[Variant]:
-    """The rows of a table: every mode x sampler x points that means something, in order.
-
-    ``rba`` (pixel scores only), ``dense-grid`` (SAM's 32x32 grid) and ``oracle`` take no
-    sampler; the ``oracle`` sampler takes no point budget. Duplicates are dropped.
-    """
-    rows: list[Variant] = []
-    for mode in modes:
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-        if mode != "ugains":
-            candidates = [Variant(mode)]
-        else:
-            candidates = [
-                Variant(mode, sampler, None if sampler == "oracle" else n)
-                for sampler, n in itertools.product(samplers, points)
-            ]
-        for variant in candidates:
-            if variant not in rows:
-                rows.append(variant)
-    return rows
-
-
-# --------------------------------------------------------------------------------- elements
 
 
 @dataclass(frozen=True)
@@ -434,80 +348,6 @@ class EvaluateVariants(beam.PTransform):
             >> beam.FlatMap(lambda result: [(ev.variant, ev) for ev in result.inference])
             | "Metrics" >> beam.CombinePerKey(self.combine_fn)
         )
-
-
-# ------------------------------------------------------------------------------------ table
-
-
-def make_row(dataset: str, variant: Variant, metrics: dict[str, float]) -> dict[str, Any]:
-    """One result row; instance and point metrics are None for pixel-only variants."""
-    mode, sampler, points = variant.key()
-    row: dict[str, Any] = {"dataset": dataset, "mode": mode, "sampler": sampler, "points": points}
-    row |= metrics
-    if not variant.has_instances:
-        for name in ("iAP", "iAP50", "point_precision", "point_recall"):
-            row[name] = None
-    row = {name: _finite_or_none(value) for name, value in row.items()}
-    reference = PAPER_REFERENCE.get((dataset, mode, sampler, points))
-    if reference:
-        row["paper"] = reference
-    return row
-
-
-def _finite_or_none(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def table_columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
-    """:data:`COLUMNS`, plus the component metrics' when some row has them."""
-    has_components = any(name in row for row in rows for name in COMPONENT_COLUMNS)
-    return COLUMNS + COMPONENT_COLUMNS if has_components else COLUMNS
-
-
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A fixed-width text table; metrics with two decimals, '-' where undefined."""
-    columns = table_columns(rows)
-
-    def cell(value: Any) -> str:
-        if value is None:
-            return "-"
-        return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-    lines = [list(columns)]
-    for row in rows:
-        lines.append([cell(row.get(name)) for name in columns])
-        if "paper" in row:
-            lines.append(
-                ["  paper", "", "", "", ""] + [cell(row["paper"].get(name)) for name in columns[5:]]
-            )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
-    return "\n".join(
-        "  ".join(
-            text.ljust(width) if column < 4 else text.rjust(width)
-            for column, (text, width) in enumerate(zip(line, widths, strict=True))
-        ).rstrip()
-        for line in lines
-    )
-
-
-def write_results(rows: Sequence[dict[str, Any]], out: str, meta: dict[str, Any]) -> list[str]:
-    """Write ``results.json`` (rows + run info) and ``results.csv`` under ``out``."""
-    if not FileSystems.exists(out):
-        FileSystems.mkdirs(out)
-    json_path = FileSystems.join(out, "results.json")
-    csv_path = FileSystems.join(out, "results.csv")
-    with FileSystems.create(json_path) as handle:
-        handle.write(json.dumps({"rows": list(rows), **meta}, indent=2).encode())
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(table_columns(rows)), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    with FileSystems.create(csv_path) as handle:
-        handle.write(buffer.getvalue().encode())
-    return [json_path, csv_path]
-
-
-# ------------------------------------------------------------------------- the pipeline
 
 
 def evaluate(

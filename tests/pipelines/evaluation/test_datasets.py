@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipelines.datasets import (
+from pipelines.evaluation.datasets import (
     DATASETS,
     DatasetError,
     EvalEntry,

@@ -15,14 +15,9 @@ import yaml
 from models.config import Mask2FormerConfig, MethodConfig, ModelsConfig, SamConfig
 from pipelines.cli import main
 from pipelines.config import InferenceConfig, load_config
-from pipelines.evaluation import (
-    EvaluationCombineFn,
-    FrameEvaluation,
-    Variant,
-    expand_variants,
-    format_table,
-    make_row,
-)
+from pipelines.evaluation.pipeline import EvaluationCombineFn, FrameEvaluation
+from pipelines.evaluation.report import format_table, make_row
+from pipelines.evaluation.variants import Variant, expand_variants
 from transforms.metrics import ComponentMetrics, instance_ap, pixel_metrics, point_metrics
 
 
@@ -197,7 +192,7 @@ def fake_fishyscapes(root: Path, frames: int = 3) -> list[tuple[np.ndarray, np.n
 @pytest.mark.slow
 def test_evaluate_command_reports_what_the_ugains_step_computes(tmp_path, capsys):
     from models.ugains import build_ugains
-    from pipelines.datasets import instance_ids_from_labels
+    from pipelines.evaluation.datasets import instance_ids_from_labels
 
     data = fake_fishyscapes(tmp_path / "fs", frames=2)
     config = {"name": "eval-test", "models": MODELS, "output": {"root": str(tmp_path / "runs")}}
@@ -294,7 +289,7 @@ def test_evaluate_command_errors_name_the_problem(tmp_path, caplog, capsys):
 
 def test_frames_of_another_size_run_at_the_model_size_and_are_scored_at_label_size():
     from models.ugains import build_ugains
-    from pipelines.evaluation import EvalInput, EvaluationModelHandler
+    from pipelines.evaluation.pipeline import EvalInput, EvaluationModelHandler
     from pipelines.mining.inference import load_ugains
 
     method = METHOD | {"reference_size": [32, 64]}
@@ -320,7 +315,7 @@ def test_frames_of_another_size_run_at_the_model_size_and_are_scored_at_label_si
 
 
 def test_points_and_masks_map_to_the_label_pixel_under_their_centre():
-    from pipelines.evaluation import _points_to_labels, _resize_nearest
+    from pipelines.evaluation.pipeline import _points_to_labels, _resize_nearest
 
     points = np.array([[0, 0], [63, 31], [10, 5]])
     mapped = _points_to_labels(points, (32, 64), (64, 128))

@@ -1,4 +1,4 @@
-"""``ugains evaluate``: the paper's metrics on a labelled dataset (pipelines/evaluation.py).
+"""``ugains evaluate``: the paper's metrics on a labelled dataset (the command line).
 
 This module is the command line only, so that ``ugains evaluate --help`` and argument errors
 print without importing Beam and torch; the run imports the pipeline.
@@ -13,14 +13,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipelines.config import ConfigError, add_set_argument, load_config, parse_overrides
-from pipelines.datasets import DATASETS, LAYOUTS
+from pipelines.evaluation.datasets import DATASETS, LAYOUTS
+from pipelines.evaluation.variants import MODES
 
 __all__ = ["ACCEPTS_BEAM_OPTIONS", "configure_parser", "run"]
 
 ACCEPTS_BEAM_OPTIONS = True
 _LOG = logging.getLogger(__name__)
 
-MODES = ("ugains", "rba", "dense-grid", "oracle")  # command-line spelling of ModeName
 SAMPLERS = ("fps", "kmeans", "random", "oracle")
 
 
@@ -95,8 +95,10 @@ def _positive_int(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from apache_beam.io.filesystems import FileSystems
 
-    from pipelines.datasets import DatasetError, list_samples
-    from pipelines.evaluation import evaluate, expand_variants, format_table, write_results
+    from pipelines.evaluation.datasets import DatasetError, list_samples
+    from pipelines.evaluation.pipeline import evaluate
+    from pipelines.evaluation.report import format_table, write_results
+    from pipelines.evaluation.variants import expand_variants
     from pipelines.runners import UnsupportedRunnerError, pipeline_options, quiet_beam_logs
 
     quiet_beam_logs()  # as `ugains mine`: Beam's INFO lines would drown the report
