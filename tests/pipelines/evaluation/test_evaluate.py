@@ -332,7 +332,7 @@ def test_points_and_masks_map_to_the_label_pixel_under_their_centre():
 
 @pytest.mark.parametrize("name", ["fishyscapes_lf", "road_anomaly"])
 def test_paper_configs_hold_the_papers_settings(name):
-    config = load_config(Path(__file__).parents[2] / "mining_configs" / f"{name}.yaml")
+    config = load_config(Path(__file__).parents[3] / "mining_configs" / f"{name}.yaml")
     assert config.name == name  # `ugains evaluate` infers the dataset from it
     assert config.models.mask2former.format == "rba"
     assert config.models.mask2former.checkpoint.endswith("swin_b_1dl_rba_ood_coco/model_final.pth")
@@ -361,7 +361,7 @@ def test_set_overrides_reach_the_config_instead_of_beam(
     # Before --set existed, it was passed on to Beam as an unknown pipeline option and ignored.
     from pipelines.cli import main
 
-    config = Path(__file__).resolve().parents[2] / "mining_configs" / "world.yaml"
+    config = Path(__file__).resolve().parents[3] / "mining_configs" / "world.yaml"
     argv = ["evaluate", "--config", str(config), "--data", str(tmp_path)]
     assert main([*argv, "--set", "models.method.num_points=0"]) == 2
     assert "models.method.num_points" in caplog.text
