@@ -18,7 +18,7 @@ from pipelines import __version__
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "mine": ("pipelines.mining.run", "run the Beam mining pipeline over drive logs"),
+    "mine": ("pipelines.mining.cli", "run the Beam mining pipeline over drive logs"),
     "evaluate": ("pipelines.evaluation.cli", "reproduce the paper's metrics on a labelled dataset"),
     "runs": (
         "pipelines.mining.runs",

@@ -27,13 +27,11 @@ or an Airflow task::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,19 +41,13 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import __version__
 from pipelines.config import (
-    ConfigError,
     DemoSource,
     MiningConfig,
-    add_set_argument,
     is_local_uri,
-    load_config,
-    parse_overrides,
 )
 from pipelines.elements import ReadUnit
 from pipelines.runners import (
-    UnsupportedRunnerError,
     pipeline_options,
-    quiet_beam_logs,
     runner_for,
 )
 
@@ -66,24 +58,17 @@ if TYPE_CHECKING:  # the command line must start without importing Beam and torc
     from pipelines.mining.sources import Plan
 
 __all__ = [
-    "ACCEPTS_BEAM_OPTIONS",
-    "EXIT_RUN_IN_PROGRESS",
     "MiningResult",
     "ModelLoadError",
     "RunExistsError",
     "build_pipeline",
-    "configure_parser",
     "expand_demo_sources",
     "make_run_id",
     "mine",
-    "run",
     "with_mining_defaults",
 ]
 
-ACCEPTS_BEAM_OPTIONS = True
 _LOG = logging.getLogger(__name__)
-
-EXIT_RUN_IN_PROGRESS = 75  # sysexits.h EX_TEMPFAIL: try again later
 
 
 class RunExistsError(ValueError):
@@ -131,27 +116,6 @@ def expand_demo_sources(config: MiningConfig) -> MiningConfig:
     for source in config.sources:
         sources.extend(ensure_demo(source.path) if isinstance(source, DemoSource) else [source])
     return config.model_copy(update={"sources": sources})
-
-
-class GroundTruthError(ValueError):
-    """A ``--ground-truth`` file that is not a world drive log's ground truth."""
-
-
-def _ground_truth(config: MiningConfig, paths: Sequence[str], *, demo: bool) -> list[dict]:
-    """The sightings of ``--ground-truth`` files, and with ``demo`` of the demo source's log
-    (which exists only once ``mine`` has generated it)."""
-    from pipelines.demo import demo_ground_truth
-    from pipelines.world.scoring import load_ground_truth
-
-    truth = list(paths)
-    if demo:
-        truth += [
-            str(demo_ground_truth(s.path)) for s in config.sources if isinstance(s, DemoSource)
-        ]
-    try:
-        return load_ground_truth(truth)
-    except ValueError as error:
-        raise GroundTruthError(str(error)) from None
 
 
 def _checkpoint_id(path: str | None, fallback: str) -> str:
@@ -472,126 +436,3 @@ def _run_record(config: MiningConfig, ctx: RunContext, result: MiningResult) -> 
         "seconds": round(result.seconds, 3),
         "config": config.model_dump(mode="json"),
     }
-
-
-def format_candidates(run_dir: str, limit: int = 10) -> str:
-    """The top ``limit`` candidates of a run as a text table."""
-    from pipelines.mining.sinks import read_table
-
-    table = read_table(run_dir, "candidates").slice(0, limit)
-    header = (
-        f"{'rank':>4}  {'score':>8}  {'sam_iou':>7}  {'area':>7}  {'bbox (x,y,w,h)':<22}  frame"
-    )
-    lines = [header, "-" * len(header)]
-    for row in table.select(
-        ["rank", "score", "sam_iou", "area", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "frame_uri"]
-    ).to_pylist():
-        box = f"{row['bbox_x']},{row['bbox_y']},{row['bbox_w']},{row['bbox_h']}"
-        lines.append(
-            f"{row['rank']:>4}  {row['score']:>8.4f}  {row['sam_iou']:>7.3f}  "
-            f"{row['area']:>7}  {box:<22}  {row['frame_uri']}"
-        )
-    return "\n".join(lines)
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.description = (
-        "Run the Beam mining pipeline: read the config's sources, run UGainS on every frame\n"
-        "not yet in the ledger, and write instances/, candidates.parquet, frames/, errors/\n"
-        "and maps/ into <output.root>/runs/<run id>/. With nothing new, exit 0 and say so."
-    )
-    parser.epilog = (
-        "Any other option is a Beam pipeline option and overrides the config's runner "
-        "section, e.g.\n"
-        "  --runner DataflowRunner --project P --region R --temp_location gs://B/tmp "
-        "--setup_file ./setup.py\n"
-        "  --direct_num_workers 4 --direct_running_mode multi_processing\n"
-        "The DaskRunner (loses batched elements) and the PrismRunner (downloads a binary) are "
-        "refused."
-    )
-    parser.add_argument("--config", required=True, help="mining config YAML")
-    add_set_argument(parser)
-    parser.add_argument("--run-id", help="run directory name (default: UTC time + fingerprint)")
-    parser.add_argument(
-        "--retry-errors", action="store_true", help="mine frames that failed in earlier runs again"
-    )
-    parser.add_argument(
-        "--ignore-ledger", action="store_true", help="mine every frame, even those already mined"
-    )
-    parser.add_argument(
-        "--skip-model-check",
-        action="store_true",
-        help="do not load the models on the launcher first (e.g. checkpoints only on workers)",
-    )
-    parser.add_argument("--top", type=int, default=10, help="candidates to print (default 10)")
-    parser.add_argument(
-        "--ground-truth",
-        action="append",
-        default=[],
-        metavar="GT_JSON",
-        help=(
-            "a world drive log's ground truth (logs/<log_id>_gt.json of `ugains world "
-            "generate`): print the run's recall and precision against it (repeatable; the "
-            "demo source's own is used automatically)"
-        ),
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    from pipelines.mining.ledger import RunInProgressError
-    from pipelines.mining.sources import SourceError
-
-    quiet_beam_logs()
-    try:
-        config = load_config(args.config, parse_overrides(args.overrides))
-        # Read before mining: a bad path is reported now, not after a long run.
-        _ground_truth(config, args.ground_truth, demo=False)
-        result = mine(
-            config,
-            beam_args=getattr(args, "beam_options", []),
-            run_id=args.run_id,
-            retry_errors=args.retry_errors,
-            ignore_ledger=args.ignore_ledger,
-            check_models=not args.skip_model_check,
-        )
-    except (
-        ConfigError,
-        UnsupportedRunnerError,
-        SourceError,
-        ModelLoadError,
-        RunExistsError,
-        GroundTruthError,
-        OutputRootError,
-    ) as error:
-        print(f"ugains mine: {error}", file=sys.stderr)
-        return 2
-    except RunFailedError as error:
-        print(f"ugains mine: {error}", file=sys.stderr)
-        return 1
-    except RunInProgressError as error:
-        # Not a failure of this call's input: a scheduler may simply try again later.
-        print(f"ugains mine: {error}", file=sys.stderr)
-        return EXIT_RUN_IN_PROGRESS
-    if result.run_dir is None:
-        print(
-            f"nothing new to mine: all {result.skipped} frames of the sources are in the "
-            f"ledger of this config ({config.output.root}/ledger/); no run was started"
-        )
-        return 0
-    counts = ", ".join(f"{table} {n}" for table, n in result.counts.items())
-    print(f"run {result.run_id}: {result.planned} frames in {result.seconds:.1f} s ({counts})")
-    if result.skipped:
-        print(f"skipped {result.skipped} frames already in the ledger")
-    if result.counters:
-        names = ("frames_read", "frames_processed", "frames_failed", "instances")
-        print("counters: " + ", ".join(f"{n} {result.counters.get(n, 0)}" for n in names))
-    print(f"outputs: {result.run_dir}")
-    if result.counts.get("candidates"):
-        print(format_candidates(result.run_dir, args.top))
-    sightings = _ground_truth(config, args.ground_truth, demo=True)
-    if sightings:
-        from pipelines.world.scoring import score_run
-
-        print(score_run(result.run_dir, sightings).summary())
-    return 0

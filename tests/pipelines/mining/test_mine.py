@@ -28,10 +28,10 @@ from pipelines.cli import main
 from pipelines.config import MiningConfig, parse_config
 from pipelines.demo import MASK2FORMER_DIR, SAM_FILE, write_checkpoints
 from pipelines.elements import DecodedFrame, FrameRef
+from pipelines.mining.cli import EXIT_RUN_IN_PROGRESS
 from pipelines.mining.inference import RunUGainS, UGainSModelHandler
 from pipelines.mining.ledger import Ledger, RunInProgressError, ledger_lock
 from pipelines.mining.run import (
-    EXIT_RUN_IN_PROGRESS,
     ModelLoadError,
     RunExistsError,
     _new_run_dir,
