@@ -34,11 +34,11 @@ import torch
 
 from benchmarks import host_baseline
 from models.ugains import FrameResult
-from pipelines import inference as inference_module
-from pipelines import mine as mine_module
-from pipelines import rows as rows_module
 from pipelines.config import parse_config
 from pipelines.elements import DecodedFrame, FrameRef
+from pipelines.mining import inference as inference_module
+from pipelines.mining import rows as rows_module
+from pipelines.mining import run as mine_module
 from pipelines.mining.decode import decode_image
 from pipelines.mining.inference import CompactUGainS, UGainSModelHandler, compact_result
 from pipelines.mining.rows import RunContext, instance_rows
