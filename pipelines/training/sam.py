@@ -378,6 +378,7 @@ def _command(args: argparse.Namespace) -> str:
         "weight_decay",
         "segment_power",
         "max_segment_fraction",
+        "paste_objects",
         "seed",
         "threads",
         "checkpoint_every",
@@ -414,7 +415,7 @@ def _write_card(run_dir, args, config, result, data, frames, frame_shape, weight
         (
             "precision",
             f"{'bf16 autocast' if config.bf16 else 'fp32'} on {device} "
-            f"({torch.get_num_threads()} threads, {cpu})",
+            f"({torch.get_num_threads()} thread(s), {cpu})",
         ),
         (
             "wall time",

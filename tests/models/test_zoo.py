@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from models.config import Mask2FormerConfig, SamConfig
 from models.mask2former import build_mask2former
 from models.sam import SamPrompter, build_sam
 from models.zoo import ZOO_DIR, resolve_zoo_path
+from pipelines.training.sam import frame_segments
 from pipelines.world.generate import split_frame
 from transforms.scores import semantic_segmentation
 
@@ -45,9 +48,24 @@ def test_the_shipped_models_segment_a_world_frame() -> None:
 
     sam = build_sam(SamConfig(model_type="vit_tiny_512", checkpoint=SAM))
     assert sam.image_encoder.img_size == 512
-    masks, iou = SamPrompter(sam)(frame, [torch.tensor([[256, 250]])])[0]  # on the road
-    assert masks.shape == (1, 256, 512)
-    # The shipped SAM returns large-region masks whatever the point (its model card): a
-    # non-empty mask and a predicted IoU in range are what it does today.
-    assert masks[0].sum() > 1000
-    assert 0.0 < float(iou[0]) < 1.0
+    prompter = SamPrompter(sam)
+    ious = []
+    for index in range(3):  # frames of a seed the models never saw
+        image, semantic, _ = split_frame(5, "train", index)
+        segments = frame_segments(semantic)
+        ids = [i for i in np.unique(segments) if i >= 0 and 300 <= (segments == i).sum() <= 6553]
+        centres = []
+        for i in ids:  # the segment's innermost pixel, as the oracle prompts
+            depth = cv2.distanceTransform((segments == i).astype(np.uint8), cv2.DIST_L2, 3)
+            y, x = np.unravel_index(depth.argmax(), depth.shape)
+            centres.append([x, y])
+        frame = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()
+        masks, _ = prompter(frame, [torch.tensor(centres)])[0]
+        for i, mask in zip(ids, masks.numpy(), strict=True):
+            truth = segments == i
+            ious.append((truth & mask).sum() / (truth | mask).sum())
+    # Each object prompted at its centre gets its own mask: measured 0.63 mean IoU over 26
+    # segments (sidewalk, building and tree pieces under 5 % of the frame) at shipping; the
+    # previous, prompt-blind SAM scored 0.01.
+    assert len(ious) == 26
+    assert float(np.mean(ious)) > 0.55

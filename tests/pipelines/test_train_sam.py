@@ -182,3 +182,19 @@ def test_a_bad_label_file_is_named(tmp_path, capsys) -> None:
     bad.write_bytes(b"not a png")
     assert _train(root, tmp_path / "run") == 2
     assert str(bad) in capsys.readouterr().err
+
+
+def test_the_model_card_command_spells_out_every_recipe_option() -> None:
+    import argparse
+
+    from pipelines.training.sam import _command, configure_parser
+
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = parser.parse_args(["--world", "w", "--out", "o", "--paste-objects", "6"])
+    command = _command(args)
+    assert "--paste-objects 6" in command
+    skipped = {"world", "cityscapes", "cityscapes_split", "no_progress", "help"}
+    for action in parser._actions:
+        if action.dest not in skipped and getattr(args, action.dest) is not None:
+            assert f"--{action.dest.replace('_', '-')} " in command, action.dest
