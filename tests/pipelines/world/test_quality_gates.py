@@ -5,9 +5,10 @@ The world is generated from seed 1 (the models were trained on seed 0's train/oo
 floors sit a little below the figures measured when the weights were shipped (this test's own
 50 frames and log; the 100-frame, two-log table is in benchmarks/RESULTS.md, "Road world").
 
-Not gated, because the shipped world SAM does not yet produce anomaly masks (its model card
-says why): instance AP and mining recall are 0 today. Gate them here as soon as a SAM that
-follows its prompt ships.
+The fused variants' FPR95 is not gated: with the world's scores every mask scores about -0.9
+and unmasked pixels get the fusion's -1, so whatever a mask covers outranks the many anomaly
+pixels no mask covers, and reaching 95 % recall takes nearly every pixel (FPR95 ~99 %); a
+ceiling there would assert nothing. Their AUROC, AP and instance AP are gated instead.
 """
 
 from __future__ import annotations
@@ -25,18 +26,26 @@ TEST_FRAMES = 50
 LOG_FRAMES = 200
 VARIANTS = (("rba", "-"), ("ugains", "fps"), ("oracle", "-"))
 
-# Percent, as `ugains evaluate` prints them. Measured at shipping (seed 1, 50 frames):
-# rba pAP 18.92 FPR95 8.95 AUROC 95.16; ugains/fps pAP 16.04 FPR95 28.59 AUROC 93.61 point
-# recall 23.68; oracle pAP 17.69 AUROC 94.98 point precision 97.37 recall 96.71.
+# Percent, as `ugains evaluate` prints them. Measured at shipping (seed 1, 50 frames, the
+# stage-4 world SAM): rba pAP 18.92 FPR95 8.95 AUROC 95.16; ugains/fps pAP 15.15 AUROC 71.57
+# iAP 0.20 iAP50 0.97 point recall 23.68; oracle pAP 24.88 AUROC 91.38 iAP 0.66 iAP50 1.82
+# point precision 97.37 recall 96.71.
 FLOORS: dict[tuple[str, str], dict[str, float]] = {
     ("rba", "-"): {"pAP": 17.0, "AUROC": 94.0},
-    ("ugains", "fps"): {"pAP": 14.0, "AUROC": 92.5, "point_recall": 20.0},
-    ("oracle", "-"): {"pAP": 15.5, "AUROC": 94.0, "point_precision": 95.0, "point_recall": 95.0},
+    ("ugains", "fps"): {"pAP": 13.5, "AUROC": 68.0, "iAP50": 0.6, "point_recall": 20.0},
+    ("oracle", "-"): {
+        "pAP": 22.0,
+        "AUROC": 89.0,
+        "iAP": 0.45,
+        "iAP50": 1.4,
+        "point_precision": 95.0,
+        "point_recall": 95.0,
+    },
 }
 CEILINGS: dict[tuple[str, str], dict[str, float]] = {
     ("rba", "-"): {"FPR95": 12.0},
-    ("ugains", "fps"): {"FPR95": 33.0},
-    ("oracle", "-"): {"FPR95": 15.0},
+    ("ugains", "fps"): {},
+    ("oracle", "-"): {},
 }
 
 
@@ -72,6 +81,7 @@ def test_pixel_and_point_metrics_stay_within_their_bounds(evaluation: dict, vari
 
 def test_mining_a_drive_log_never_gates_away_a_frame_with_an_object(world: Path) -> None:
     score = mine_logs(world, world / "mining")
+    print(score.summary())
     assert score.planted > 0
     assert score.frames_with_objects > 0
     assert score.gated_frames_with_objects == 0, score.summary()
