@@ -8,8 +8,8 @@ import sys
 import time
 from dataclasses import fields
 
-from pipelines.world.generate import WorldSpec, write_world
 from pipelines.world.layout import SPLITS
+from pipelines.world.spec import WorldSpec
 
 _LOG = logging.getLogger(__name__)
 _PARTS = (*SPLITS, "logs")
@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     try:
         spec = WorldSpec(**{f.name: getattr(args, f.name) for f in fields(WorldSpec)})
+        from pipelines.world.generate import write_world  # the renderer: torch, OpenCV
+
         root = write_world(args.out, spec, tuple(args.splits))
     except ValueError as error:
         print(f"ugains world: {error}", file=sys.stderr)

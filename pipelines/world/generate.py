@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -19,6 +19,7 @@ import torch
 from pipelines.world import objects
 from pipelines.world.layout import ANOMALY_ID, VOID_ID
 from pipelines.world.scene import D0, MAX_DISTANCE, Scene, WorldObject, random_scene, render
+from pipelines.world.spec import FRAME_SIZE, WorldSpec
 from transforms.masks import encode_rle, masks_to_xywh
 
 __all__ = [
@@ -36,38 +37,8 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 GENERATOR_VERSION = 3  # bump whenever the same seed would draw different frames
-FRAME_SIZE = (256, 512)  # (H, W)
 SPLIT_CODES = {"train": 1, "ood": 2, "val": 3, "test": 4, "logs": 5}
 MAX_AREA_FRACTION = 0.15  # the largest anomaly, as a fraction of the frame
-
-
-@dataclass(frozen=True)
-class WorldSpec:
-    """What ``write_world`` writes: split sizes, drive logs and the seed.
-
-    Raises:
-        ValueError: a count or ``logs`` below 0, ``log_frames`` below 1, ``height`` or
-            ``width`` below 32, or ``anomaly_fraction`` outside [0, 1] (one line, naming it).
-    """
-
-    seed: int = 0
-    height: int = FRAME_SIZE[0]
-    width: int = FRAME_SIZE[1]
-    train: int = 1000
-    ood: int = 500
-    val: int = 60
-    test: int = 100
-    logs: int = 2
-    log_frames: int = 200
-    anomaly_fraction: float = 0.05
-
-    def __post_init__(self) -> None:
-        minimum = dict(height=32, width=32, train=0, ood=0, val=0, test=0, logs=0, log_frames=1)
-        for name, low in minimum.items():
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be >= {low}, not {getattr(self, name)}")
-        if not 0.0 <= self.anomaly_fraction <= 1.0:
-            raise ValueError(f"anomaly_fraction must be in [0, 1], not {self.anomaly_fraction}")
 
 
 def _background_objects(

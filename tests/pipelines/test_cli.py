@@ -30,6 +30,7 @@ print("heavy", ",".join(heavy) or "none")
         ["evaluate", "--config", "c.yaml"],  # no --data
         ["runs", "--help"],
         ["review", "--help"],
+        ["world", "generate", "--help"],
     ],
     ids=lambda argv: " ".join(argv),
 )
