@@ -23,6 +23,7 @@ does not know, before a run plans its frames.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -168,6 +169,8 @@ def clean_staging(root: str, fingerprint: str) -> list[str]:
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
         _LOG.warning("removed %s: a run of this config that was killed before it committed", path)
+    with contextlib.suppress(OSError):  # a run of this config may be staging again meanwhile
+        os.rmdir(folder)
     return removed
 
 
@@ -201,7 +204,6 @@ def clean_leftovers(root: str) -> tuple[list[str], list[str]]:
             try:
                 with ledger_lock(root, fingerprint):
                     removed += clean_staging(root, fingerprint)
-                    _remove_empty_parents(os.path.join(staging, fingerprint, "x"), staging)
             except RunInProgressError:
                 folder = os.path.join(staging, fingerprint)
                 kept += [os.path.join(folder, run_id) for run_id in sorted(os.listdir(folder))]
