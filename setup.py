@@ -59,6 +59,8 @@ setup(
         "pipelines": ["py.typed"],
         "transforms": ["py.typed"],
         "models": ["py.typed"],
+        # The App plugin with the review buttons (a folder FiftyOne loads, not a package).
+        "pipelines.review": ["app_plugins/*/*.py", "app_plugins/*/*.yml"],
         # The world models shipped with the package (zoo:<name> in configs) and their cards.
         "models.zoo": ["*.md", "*.pth", "*/*.json", "*/*.safetensors", "*/*.md"],
     },

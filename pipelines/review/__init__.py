@@ -13,8 +13,10 @@ The dataset (persistent) has one sample per frame with candidates. Its fields:
   cropped to the box, ``confidence`` = the instance's mean anomaly score, and the attributes
   ``rank`` (in its run), ``sam_iou``, ``area`` (mask pixels) and ``mined_instance_id``
   (the tables' ``instance_id``; FiftyOne reserves that name);
-- ``anomaly_map`` (``fo.Heatmap``): the run's 8-bit fused-score PNG, ``range`` [0, 255];
-  its attributes ``score_min`` / ``score_max`` map it back to scores (``heatmap_scores``);
+- ``anomaly_map`` (``fo.Heatmap``): the fused score in score units (``range`` = the frame's
+  ``[score_min, score_max]``, so the App's colour bar and hover values are scores), stored as
+  a float map of at most 512 pixels a side; ``png_path`` is the run's full-resolution 8-bit
+  PNG, which ``heatmap_scores`` maps back to scores;
 - ``semantic`` (``fo.Segmentation``, Cityscapes train ids) when the run stored it;
 - ``log_id``, ``frame_key``, ``frame_index``, ``timestamp``, ``frame_uri``, ``run_id``,
   ``max_score`` (best candidate), ``max_anomaly_score``, ``max_fused_score``.

@@ -2,15 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
-
-logger = logging.getLogger(__name__)
-
-
 REVIEW_TAGS = ("confirmed", "rejected", "relabel")
 LABEL = "anomaly"
 ANOMALIES = "anomalies"
@@ -45,6 +36,10 @@ CITYSCAPES_CLASSES = (
 )
 CITYSCAPES_MASK_TARGETS = {**dict(enumerate(CITYSCAPES_CLASSES)), 255: "ignore"}
 MATCH_IOU = 0.5
+# The App's heatmap is stored in the sample as float scores at most this many pixels long.
+HEATMAP_LONG_SIDE = 512
+# Bumped when a sample's fields change meaning, so `build` rewrites samples of older builds.
+SAMPLE_FORMAT = 2
 
 
 class ReviewError(ValueError):

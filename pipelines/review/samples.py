@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.review.fields import ANOMALIES, LABEL, MATCH_IOU, ReviewError
+from pipelines.review.fields import (
+    ANOMALIES,
+    HEATMAP_LONG_SIDE,
+    LABEL,
+    MATCH_IOU,
+    SAMPLE_FORMAT,
+    ReviewError,
+)
 from pipelines.review.runs import MiningRun, decode_mask, local_path
 
 if TYPE_CHECKING:
@@ -98,7 +105,8 @@ def carry_review(
 
 
 def _content_hash(frame: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    blob = json.dumps([frame, rows], sort_keys=True, default=str).encode()
+    # The sample format is part of the hash: a build by a newer version rewrites old samples.
+    blob = json.dumps([SAMPLE_FORMAT, frame, rows], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
@@ -126,11 +134,14 @@ def sample_fields(
         "semantic": None,
     }
     if frame["fused_map_uri"]:
+        png = local_path(frame["fused_map_uri"], run.path, f"fused map of {key}")
+        lo, hi = float(frame["fused_map_min"]), float(frame["fused_map_max"])
         fields["anomaly_map"] = fo.Heatmap(
-            map_path=str(local_path(frame["fused_map_uri"], run.path, f"fused map of {key}")),
-            range=[0, 255],
-            score_min=float(frame["fused_map_min"]),
-            score_max=float(frame["fused_map_max"]),
+            map=display_scores(_read_png(png, key), lo, hi),
+            range=[lo, hi] if hi > lo else [lo, lo + 1.0],
+            png_path=str(png),
+            score_min=lo,
+            score_max=hi,
         )
     if frame["semantic_uri"]:
         fields["semantic"] = fo.Segmentation(
@@ -139,7 +150,41 @@ def sample_fields(
     return fields
 
 
+def _read_png(path: Path, key: str) -> np.ndarray:
+    import cv2
+
+    png = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if png is None or png.ndim != 2 or png.dtype != np.uint8:
+        raise ReviewError(f"fused map of {key} ({path}) is not a readable 8-bit grey PNG")
+    return png
+
+
+def png_scores(png: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Fused scores ``[H, W]`` float32 of an 8-bit map quantised over ``[lo, hi]``."""
+    return (lo + png.astype(np.float32) / 255.0 * (hi - lo)).astype(np.float32)
+
+
+def display_scores(png: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The scores the App shows: ``[h, w]`` float32, long side at most ``HEATMAP_LONG_SIDE``.
+
+    Kept small because FiftyOne stores the array in the sample (the full-resolution PNG
+    stays in the run: ``png_path``); area averaging keeps the scores of large objects exact.
+    """
+    import cv2
+
+    scores = png_scores(png, lo, hi)
+    long_side = max(scores.shape)
+    if long_side <= HEATMAP_LONG_SIDE:
+        return scores
+    height, width = scores.shape
+    size = (
+        round(width * HEATMAP_LONG_SIDE / long_side),
+        round(height * HEATMAP_LONG_SIDE / long_side),
+    )
+    return cv2.resize(scores, size, interpolation=cv2.INTER_AREA)
+
+
 def heatmap_scores(heatmap: fo.Heatmap) -> np.ndarray:
-    """The fused scores ``[H, W]`` float32 of an ``anomaly_map`` (its PNG mapped back)."""
-    png = heatmap.get_map().astype(np.float32)
-    return heatmap.score_min + png / 255.0 * (heatmap.score_max - heatmap.score_min)
+    """The fused scores ``[H, W]`` float32 of an ``anomaly_map`` at the run's resolution."""
+    png = _read_png(Path(heatmap.png_path), heatmap.png_path)
+    return png_scores(png, heatmap.score_min, heatmap.score_max)

@@ -46,6 +46,16 @@ def _graphql(port: int, query: str) -> dict[str, Any]:
         return json.loads(response.read())
 
 
+def _post(port: int, route: str, payload: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{route}",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
 def _wait_for_line(lines: queue.Queue[str | None], text: str, timeout_s: float) -> list[str]:
     """Lines read until one contains ``text``; fails when the output ends or time runs out."""
     seen: list[str] = []
@@ -70,9 +80,11 @@ def _listening(processes: list[psutil.Process]) -> set[tuple[str, int]]:
     return found
 
 
-def test_app_answers_on_loopback_only_and_shuts_down_on_sigterm(
+def test_app_answers_on_loopback_only_offers_review_buttons_and_shuts_down_on_sigterm(
     run_a: SyntheticRun, dataset_name: str
 ) -> None:
+    import fiftyone as fo
+
     build_dataset(run_a.path, dataset_name)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/datasets/{dataset_name}?view=ranked"  # opens ranked
@@ -95,7 +107,8 @@ def test_app_answers_on_loopback_only_and_shuts_down_on_sigterm(
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     try:
-        _wait_for_line(lines, url, timeout_s=90)  # printed once the server listens
+        printed = _wait_for_line(lines, url, timeout_s=90)  # printed once the server listens
+        printed += _wait_for_line(lines, "review: select detections", timeout_s=10)
 
         status, content_type, page = _get(url)
         assert status == 200
@@ -112,6 +125,32 @@ def test_app_answers_on_loopback_only_and_shuts_down_on_sigterm(
             "log-drive_b",
             "anomaly-patches",
         ]
+
+        # One button per review tag above the grid; a click runs the operator on the selection.
+        listed = _post(port, "/operators", {"dataset_name": dataset_name})
+        review_ops = sorted(o["uri"] for o in listed["operators"] if "ugains" in o["uri"])
+        assert review_ops == [
+            "@ugains/review/review_confirmed",
+            "@ugains/review/review_rejected",
+            "@ugains/review/review_relabel",
+        ], listed["errors"]
+        dataset = fo.load_dataset(dataset_name)
+        sample = dataset.match({"frame_key": "drive_a/0"}).first()
+        detection = sample.anomalies.detections[0]
+        click = {
+            "operator_uri": "@ugains/review/review_confirmed",
+            "dataset_name": dataset_name,
+            "view": [],
+            "params": {},
+            "selected": [],
+            "selected_labels": [
+                {"label_id": detection.id, "sample_id": sample.id, "field": "anomalies"}
+            ],
+        }
+        answer = _post(port, "/operators/execute", click)
+        assert answer["result"] == {"tagged": 1}, answer
+        dataset.reload()
+        assert dataset.count_label_tags("anomalies") == {"confirmed": 1}
 
         tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
         listening = _listening(tree)

@@ -97,24 +97,40 @@ def test_boxes_masks_and_scores_round_trip_pixel_for_pixel(built: Any, run_a: Sy
         assert (det.rank, det.area) == (row["rank"], row["area"])
 
 
-def test_heatmap_is_the_stored_png_with_its_range_and_score_range(
+def test_heatmap_is_in_score_units_with_the_runs_png_beside_it(
     built: Any, run_a: SyntheticRun
 ) -> None:
     frames = {r["frame_key"]: r for r in table_rows(run_a.path, "frames")}
     for sample in built:
         frame = frames[sample.frame_key]
         heatmap = sample.anomaly_map
-        assert heatmap.map_path == str(run_a.path / frame["fused_map_uri"])
-        assert heatmap.range == [0, 255]
-        assert (heatmap.score_min, heatmap.score_max) == (
-            np.float32(frame["fused_map_min"]),
-            np.float32(frame["fused_map_max"]),
-        )
-        png = cv2.imread(heatmap.map_path, cv2.IMREAD_UNCHANGED).astype(np.float32)
         lo, hi = frame["fused_map_min"], frame["fused_map_max"]
-        np.testing.assert_allclose(heatmap_scores(heatmap), lo + png / 255 * (hi - lo), atol=1e-6)
+        assert heatmap.png_path == str(run_a.path / frame["fused_map_uri"])
+        assert heatmap.map_path is None
+        # the App's colour bar and hover values are scores: range = the frame's score range
+        assert heatmap.range == pytest.approx([lo, hi])
+        assert (heatmap.score_min, heatmap.score_max) == (np.float32(lo), np.float32(hi))
+        png = cv2.imread(heatmap.png_path, cv2.IMREAD_UNCHANGED).astype(np.float32)
+        scores = lo + png / 255 * (hi - lo)
+        np.testing.assert_allclose(heatmap_scores(heatmap), scores, atol=1e-6)
+        # small maps are shown at the run's resolution, pixel for pixel
+        assert heatmap.map.dtype == np.float32
+        np.testing.assert_allclose(heatmap.map, scores, atol=1e-6)
         # the map is the fused score: the best object's pixels hold its score
-        assert heatmap_scores(heatmap).max() == pytest.approx(sample.max_score, abs=1e-6)
+        assert heatmap.map.max() == pytest.approx(sample.max_score, abs=1e-6)
+
+
+def test_large_heatmaps_are_shown_area_averaged_to_512_pixels() -> None:
+    from pipelines.review.samples import display_scores
+
+    png = np.zeros((1024, 2048), dtype=np.uint8)
+    png[100:300, 400:800] = 255  # an object on a 4x4-aligned block
+    shown = display_scores(png, -1.0, 2.0)
+    assert shown.shape == (256, 512) and shown.dtype == np.float32
+    assert shown[25:75, 100:200].min() == pytest.approx(2.0)
+    assert shown[0:25].max() == pytest.approx(-1.0)
+    assert float(shown.mean()) == pytest.approx(float((-1 + png / 255 * 3).mean()), abs=1e-5)
+    assert display_scores(png[:512, :512], -1.0, 2.0).shape == (512, 512)
 
 
 def test_semantic_segmentation_has_cityscapes_mask_targets(built: Any, run_a: SyntheticRun) -> None:
@@ -513,7 +529,7 @@ def test_map_paths_relative_to_the_mining_working_dir_are_found_in_the_run(
 
     build_dataset(moved, dataset_name)
 
-    paths = fo.load_dataset(dataset_name).values("anomaly_map.map_path")
+    paths = fo.load_dataset(dataset_name).values("anomaly_map.png_path")
     assert sorted(paths) == sorted(str(p) for p in (moved / "maps").glob("*_fused.png"))
 
 
@@ -551,3 +567,11 @@ def test_a_box_without_mask_that_ends_at_the_frame_edge_stays_inside_the_frame()
     assert pixel_box(box, 3, 3) == (2, 2, 1, 1)
     inside = fo.Detection(bounding_box=[0.25, 0, 0.5, 0.75])  # the 4x4 case above
     assert pixel_box(inside, 4, 4) == (1, 0, 2, 3)
+
+
+def test_a_newer_sample_format_rewrites_every_frame_of_an_older_build(
+    built: Any, run_a: SyntheticRun, dataset_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pipelines.review.samples.SAMPLE_FORMAT", 3)
+    assert build_dataset(run_a.path, dataset_name) == BuildSummary(added=0, updated=4, unchanged=0)
+    assert build_dataset(run_a.path, dataset_name) == BuildSummary(added=0, updated=0, unchanged=4)

@@ -55,13 +55,14 @@ def test_heatmaps_and_semantic_maps_of_the_run(mined: Any, mined_run: Path) -> N
     for sample in mined:
         frame = frames[sample.frame_key]
         heatmap = sample.anomaly_map
-        assert heatmap.range == [0, 255]
-        assert Path(heatmap.map_path) == Path(frame["fused_map_uri"]).resolve()
         lo, hi = frame["fused_map_min"], frame["fused_map_max"]
-        png = cv2.imread(heatmap.map_path, cv2.IMREAD_UNCHANGED).astype(np.float32)
+        assert heatmap.range == pytest.approx([lo, hi])
+        assert Path(heatmap.png_path) == Path(frame["fused_map_uri"]).resolve()
+        png = cv2.imread(heatmap.png_path, cv2.IMREAD_UNCHANGED).astype(np.float32)
         # stored at the model's reference size; the App stretches it over the frame
         assert png.shape[1] / png.shape[0] == frame["frame_width"] / frame["frame_height"]
         np.testing.assert_allclose(heatmap_scores(heatmap), lo + png / 255 * (hi - lo), atol=1e-4)
+        assert heatmap.map.shape == png.shape  # at most 512 px a side: shown as stored
         assert Path(sample.semantic.mask_path) == Path(frame["semantic_uri"]).resolve()
 
 
