@@ -31,6 +31,7 @@ from models.sam import (
     resized_size,
     use_sdpa_attention,
 )
+from models.sam import prompter as sam_prompter
 
 
 def _frame(height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -460,7 +461,7 @@ def test_low_resolution_output_then_upsample_equals_full(
     assert torch.equal(tiny_prompter.upsample_masks(low, size), expected)
     assert torch.equal(full, expected)
     # Chunked upsampling (two masks per chunk) gives the same masks.
-    monkeypatch.setattr(sam_module, "_UPSAMPLE_BUDGET", 2 * (1024 * 1024 + 96 * 160))
+    monkeypatch.setattr(sam_prompter, "_UPSAMPLE_BUDGET", 2 * (1024 * 1024 + 96 * 160))
     assert torch.equal(tiny_prompter.upsample_masks(low, size), expected)
 
 
@@ -471,7 +472,7 @@ def test_many_prompts_are_decoded_in_calls_of_bounded_size(
     embedding = tiny_prompter.encode(_frame(*size, seed=8))[0]
     points = _points(*size, 7, seed=8)
     one_call = tiny_prompter.segment(embedding, points, size, output="low")
-    monkeypatch.setattr(sam_module, "_MAX_PROMPTS_PER_CALL", 3)
+    monkeypatch.setattr(sam_prompter, "_MAX_PROMPTS_PER_CALL", 3)
     calls: list[int] = []
     hook = tiny_prompter.sam.mask_decoder.register_forward_pre_hook(
         lambda module, args, kwargs: calls.append(kwargs["sparse_prompt_embeddings"].shape[0]),
