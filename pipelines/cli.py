@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "review": ("pipelines.review.cli", "build, browse and export the FiftyOne review dataset"),
     "weights": ("pipelines.weights.cli", "download and list model checkpoints"),
     "world": ("pipelines.world.cli", "generate the synthetic road world (scenes with known truth)"),
-    "train": ("pipelines.train", "train Mask2Former or SAM on the world or your own data"),
+    "train": ("pipelines.training.cli", "train Mask2Former or SAM on the world or your own data"),
 }
 
 
