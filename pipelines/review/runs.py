@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.elements import split_video_uri
-from pipelines.mining.schema import CANDIDATES_SCHEMA, FRAMES_SCHEMA, SCHEMA_VERSION
+from pipelines.mining.schema import CANDIDATES_SCHEMA, SCHEMA_VERSION
 from pipelines.review.fields import ReviewError
 
 if TYPE_CHECKING:
@@ -34,6 +34,30 @@ class MiningRun:
     info: dict[str, Any]  # run.json
     frames: dict[str, dict[str, Any]]  # frame_key -> frames row
     candidates: dict[str, list[dict[str, Any]]]  # frame_key -> candidate rows by rank
+
+
+# The frame columns review uses. Only these are read, so runs written before a column was
+# added (timings, say) still build, and per-run timings do not make unchanged frames "changed".
+FRAME_COLUMNS = (
+    "frame_key",
+    "log_id",
+    "frame_index",
+    "timestamp",
+    "frame_uri",
+    "frame_width",
+    "frame_height",
+    "run_id",
+    "max_anomaly_score",
+    "max_fused_score",
+    "fused_map_uri",
+    "fused_map_min",
+    "fused_map_max",
+    "semantic_uri",
+    "config_fingerprint",
+    "mask2former_checkpoint",
+    "sam_checkpoint",
+    "ugains_version",
+)
 
 
 def _read_table(path: Path, expected: str, columns: Sequence[str]) -> list[dict[str, Any]]:
@@ -79,7 +103,7 @@ def read_run(run_dir: str | Path) -> MiningRun:
     rows = _read_table(path / "candidates.parquet", "candidates", candidate_columns)
     frames: dict[str, dict[str, Any]] = {}
     for shard in sorted((path / "frames").glob("*.parquet")):
-        for row in _read_table(shard, "frames", FRAMES_SCHEMA.names):
+        for row in _read_table(shard, "frames", FRAME_COLUMNS):
             frames[row["frame_key"]] = row
     candidates: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in sorted(rows, key=lambda r: r["rank"]):

@@ -575,3 +575,17 @@ def test_a_newer_sample_format_rewrites_every_frame_of_an_older_build(
     monkeypatch.setattr("pipelines.review.samples.SAMPLE_FORMAT", 3)
     assert build_dataset(run_a.path, dataset_name) == BuildSummary(added=0, updated=4, unchanged=0)
     assert build_dataset(run_a.path, dataset_name) == BuildSummary(added=0, updated=0, unchanged=4)
+
+
+def test_a_run_written_before_a_timing_column_existed_still_builds(
+    run_a: SyntheticRun, tmp_path: Path, dataset_name: str
+) -> None:
+    old = tmp_path / "old-run"
+    shutil.copytree(run_a.path, old)
+    shard = old / "frames" / "part-00000.parquet"
+    table = pq.read_table(shard)
+    # keep the table's metadata (name, schema version): only the column is missing
+    pq.write_table(table.drop_columns(["compact_ms", "rows_ms"]), shard)
+
+    summary = build_dataset(old, dataset_name)
+    assert summary.added == 4
