@@ -126,7 +126,8 @@ def test_large_heatmaps_are_shown_area_averaged_to_512_pixels() -> None:
     png = np.zeros((1024, 2048), dtype=np.uint8)
     png[100:300, 400:800] = 255  # an object on a 4x4-aligned block
     shown = display_scores(png, -1.0, 2.0)
-    assert shown.shape == (256, 512) and shown.dtype == np.float32
+    assert shown.shape == (256, 512)
+    assert shown.dtype == np.float32
     assert shown[25:75, 100:200].min() == pytest.approx(2.0)
     assert shown[0:25].max() == pytest.approx(-1.0)
     assert float(shown.mean()) == pytest.approx(float((-1 + png / 255 * 3).mean()), abs=1e-5)
