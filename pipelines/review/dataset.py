@@ -80,6 +80,7 @@ def build_dataset(run_dir: str | Path, name: str, top_k: int = 50) -> BuildSumma
     if added:
         dataset.add_samples(added, progress=False)
     _update_dataset_info(dataset, run)
+    _show_review_fields(dataset)
     _save_views(dataset, top_k, refresh_patches=bool(added or updated))
     summary = BuildSummary(added=len(added), updated=updated, unchanged=unchanged)
     logger.debug("dataset %s from %s: %s", name, run.path, summary)  # the command prints it
@@ -108,6 +109,17 @@ def _update_dataset_info(dataset: fo.Dataset, run: MiningRun) -> None:
     has_semantic = any(f["semantic_uri"] for f in run.frames.values())
     if has_semantic and dataset.mask_targets.get("semantic") != CITYSCAPES_MASK_TARGETS:
         dataset.mask_targets = {**dataset.mask_targets, "semantic": CITYSCAPES_MASK_TARGETS}
+        dataset.save()
+
+
+def _show_review_fields(dataset: fo.Dataset) -> None:
+    """Tick the sidebar boxes a reviewer needs (the detections, the frame's best score) once;
+    a reviewer's own later choice is kept."""
+    import fiftyone as fo
+
+    if dataset.app_config.active_fields is None:
+        paths = [ANOMALIES, "max_score"]
+        dataset.app_config.active_fields = fo.ActiveFields(paths=paths)
         dataset.save()
 
 

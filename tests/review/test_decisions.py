@@ -87,3 +87,7 @@ def test_only_the_fixed_vocabulary_and_a_selection_are_accepted(built: Any) -> N
     with pytest.raises(ReviewError, match="none of the 1 selected labels is in 'anomalies'"):
         apply_review_tag(built, "confirmed", labels=other_field)
     assert built.count_label_tags() == {}
+
+
+def test_the_app_shows_detections_and_the_best_score_on_the_tiles(built: Any) -> None:
+    assert built.app_config.active_fields.paths == [ANOMALIES, "max_score"]
