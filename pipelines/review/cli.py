@@ -132,7 +132,7 @@ def _dataset_name(args: argparse.Namespace, config: MiningConfig) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run one ``ugains review`` action; returns the exit status."""
-    from pipelines.fiftyone_db import DatabaseError, review_database
+    from pipelines.review.database import DatabaseError, review_database
 
     try:
         config = load_config(args.config, parse_overrides(args.overrides))

@@ -20,9 +20,9 @@ import psutil
 import pytest
 
 from pipelines.review import build_dataset
-from tests.review.synthetic_run import SyntheticRun
+from tests.pipelines.review.synthetic_run import SyntheticRun
 
-REPO = Path(__file__).parents[2]
+REPO = Path(__file__).parents[3]
 
 
 def _free_port() -> int:

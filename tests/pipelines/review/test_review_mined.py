@@ -12,7 +12,7 @@ import pytest
 
 from pipelines import cli
 from pipelines.review import CITYSCAPES_MASK_TARGETS, BuildSummary, build_dataset, heatmap_scores
-from tests.review.helpers import detections_by_instance, full_mask, rle_mask, table_rows
+from tests.pipelines.review.helpers import detections_by_instance, full_mask, rle_mask, table_rows
 
 pytestmark = pytest.mark.slow  # the session's mining run takes about a minute
 

@@ -9,8 +9,8 @@ import pytest
 from pipelines import cli
 from pipelines.review import ANOMALIES, PATCHES_VIEW, ReviewError, tagged_view
 from pipelines.review.decisions import apply_review_tag
-from tests.review.helpers import detections_by_instance
-from tests.review.synthetic_run import SyntheticRun
+from tests.pipelines.review.helpers import detections_by_instance
+from tests.pipelines.review.synthetic_run import SyntheticRun
 
 
 @pytest.fixture

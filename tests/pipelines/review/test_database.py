@@ -12,16 +12,16 @@ import psutil
 import pymongo
 import pytest
 
-from pipelines.fiftyone_db import (
+from pipelines.review.database import (
     STATE_FILE,
     DatabaseError,
     EmbeddedMongod,
     find_mongod,
     review_database,
 )
-from tests.review.synthetic_run import SyntheticRun
+from tests.pipelines.review.synthetic_run import SyntheticRun
 
-REPO = Path(__file__).parents[2]
+REPO = Path(__file__).parents[3]
 
 
 def _ping(uri: str) -> bool:
@@ -211,7 +211,7 @@ def test_sigterm_during_a_review_command_stops_the_embedded_mongod(
 def test_an_interrupt_while_mongod_starts_does_not_leave_it_running(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipelines.fiftyone_db as fiftyone_db
+    import pipelines.review.database as database
 
     started: list[subprocess.Popen[bytes]] = []
     real_popen = subprocess.Popen
@@ -223,8 +223,8 @@ def test_an_interrupt_while_mongod_starts_does_not_leave_it_running(
     def interrupted(pid: int) -> int | None:
         raise KeyboardInterrupt  # Ctrl-C (or SIGTERM in `ugains review`) during the wait
 
-    monkeypatch.setattr(fiftyone_db.subprocess, "Popen", popen)
-    monkeypatch.setattr(fiftyone_db, "_listening_port", interrupted)
+    monkeypatch.setattr(database.subprocess, "Popen", popen)
+    monkeypatch.setattr(database, "_listening_port", interrupted)
     try:
         with pytest.raises(KeyboardInterrupt):
             EmbeddedMongod(tmp_path / "db").start()

@@ -25,8 +25,8 @@ from pipelines.review import (
     tagged_view,
     write_pool,
 )
-from tests.review.helpers import detections_by_instance, full_mask, rle_mask, table_rows
-from tests.review.synthetic_run import (
+from tests.pipelines.review.helpers import detections_by_instance, full_mask, rle_mask, table_rows
+from tests.pipelines.review.synthetic_run import (
     HEIGHT,
     WIDTH,
     Blob,

@@ -1,6 +1,6 @@
 """Fixtures of the review tests: one real ``mongod`` per session, synthetic mining runs.
 
-The ``mongod`` is the embedded one (``pipelines.fiftyone_db.EmbeddedMongod``) started on a
+The ``mongod`` is the embedded one (``pipelines.review.database.EmbeddedMongod``) started on a
 fresh temporary data directory; FiftyOne reaches it through ``FIFTYONE_DATABASE_URI``, so the
 CLI and the App server (child processes) use it too. Both are removed after the session.
 """
@@ -18,11 +18,11 @@ import yaml
 
 from pipelines import cli
 from pipelines.demo import ensure_demo
-from pipelines.fiftyone_db import EmbeddedMongod, _point_fiftyone_at
-from tests.review.synthetic_run import SyntheticRun, default_frames, write_run
+from pipelines.review.database import EmbeddedMongod, _point_fiftyone_at
+from tests.pipelines.review.synthetic_run import SyntheticRun, default_frames, write_run
 
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-REPO = Path(__file__).parents[2]
+REPO = Path(__file__).parents[3]
 
 
 @pytest.fixture(scope="session")
