@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["UnsupportedRunnerError", "pipeline_options", "quiet_beam_logs", "runner_for"]
 
-# Runners this tool refuses, and why (DESIGN.md, "Beam runners seen here").
+# Runners this tool refuses, and why (both seen failing with apache-beam 2.77).
 _REFUSED_RUNNERS = {
     "daskrunner": "Beam's DaskRunner silently drops the last partial batch of BatchElements "
     "and RunInference (16 of 20 elements came out in our test); use the DirectRunner locally "
@@ -65,9 +65,10 @@ def pipeline_options(config: MiningConfig, beam_args: Sequence[str] = ()) -> Pip
 def runner_for(options: PipelineOptions) -> Any:
     """The runner object; the DirectRunner is run as its batch engine, the FnApiRunner.
 
-    apache-beam 2.77's DirectRunner first tries the PrismRunner, which downloads a binary
-    (DESIGN.md); the FnApiRunner is what it falls back to for batch pipelines, and it honours
-    ``direct_num_workers`` / ``direct_running_mode``.
+    apache-beam 2.77's DirectRunner first tries the PrismRunner, which downloads a binary at
+    run time (no network here); the FnApiRunner is what it falls back to for batch pipelines,
+    and it honours ``direct_num_workers`` / ``direct_running_mode``. Multi-process workers
+    start through :mod:`pipelines.local_workers`.
     """
     from apache_beam.options.pipeline_options import StandardOptions, WorkerOptions
 
@@ -75,10 +76,11 @@ def runner_for(options: PipelineOptions) -> Any:
     if name in ("DirectRunner", "FnApiRunner"):
         from apache_beam.portability.api import beam_provision_api_pb2
         from apache_beam.runners.job.utils import dict_to_struct
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
         from apache_beam.runners.portability.fn_api_runner.fn_runner import (
             ExtendedProvisionInfo,
         )
+
+        from pipelines.local_workers import LocalRunner
 
         # Worker processes read their log level from the provision info, which the bare
         # FnApiRunner leaves empty: they would log every gRPC channel they open at INFO.
@@ -97,7 +99,7 @@ def runner_for(options: PipelineOptions) -> Any:
                 {f"beam:option:{key}:v1": value for key, value in worker_options.items()}
             ),
         )
-        return FnApiRunner(provision_info=ExtendedProvisionInfo(provision))
+        return LocalRunner(provision_info=ExtendedProvisionInfo(provision))
     return name
 
 
