@@ -37,6 +37,7 @@ __all__ = ["LEDGER_SCHEMA", "Ledger", "RunInProgressError", "ledger_lock", "ledg
 
 _LOG = logging.getLogger(__name__)
 
+_RUNS_KEY = b"ugains.recorded_runs"  # schema metadata: JSON list of the recorded run ids
 LEDGER_SCHEMA = pa.schema(
     [
         pa.field("frame_uri", pa.string(), nullable=False),
@@ -104,10 +105,15 @@ def ledger_lock(root: str, fingerprint: str) -> Iterator[None]:
 
 @dataclass
 class Ledger:
-    """Frame URI -> (frame key, status, run id) of one fingerprint."""
+    """Frame URI -> (frame key, status, run id) of one fingerprint, and the runs recorded.
+
+    ``runs`` is kept apart from the entries: after a rerun with ``--ignore-ledger`` the
+    entries name only the newest run of each frame, yet the older runs are recorded too.
+    """
 
     path: str
     entries: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    runs: set[str] = field(default_factory=set)
 
     @classmethod
     def load(cls, root: str, fingerprint: str) -> Ledger:
@@ -116,9 +122,13 @@ class Ledger:
         ledger = cls(path)
         if FileSystems.exists(path):
             with FileSystems.open(path) as handle:
-                table = pq.read_table(handle, schema=LEDGER_SCHEMA)
+                parquet = pq.ParquetFile(handle)
+                runs = (parquet.schema_arrow.metadata or {}).get(_RUNS_KEY)
+                table = parquet.read().select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA)
             for row in table.to_pylist():
                 ledger.entries[row["frame_uri"]] = (row["frame_key"], row["status"], row["run_id"])
+            # Ledgers written before the run list was kept: the runs their entries name.
+            ledger.runs = set(json.loads(runs)) if runs else {e[2] for e in ledger.entries.values()}
         return ledger
 
     def seen(self, *, retry_errors: bool = False) -> frozenset[str]:
@@ -136,6 +146,7 @@ class Ledger:
         older run must not undo a newer run's retry of its errors).
         """
         added = 0
+        self.runs.add(run_id)
         for table, status in (("frames", "ok"), ("errors", "error")):
             rows = read_table(run_dir, table).select(["frame_uri", "frame_key"]).to_pylist()
             for row in rows:
@@ -156,7 +167,7 @@ class Ledger:
                 "run_id": [self.entries[u][2] for u in uris],
             },
             schema=LEDGER_SCHEMA,
-        )
+        ).replace_schema_metadata({_RUNS_KEY: json.dumps(sorted(self.runs))})
         tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
         with FileSystems.create(tmp) as handle:
             pq.write_table(table, handle, compression="zstd")

@@ -177,13 +177,17 @@ def clean_staging(root: str, fingerprint: str) -> list[str]:
 def reconcile_ledger(ledger: Ledger, root: str, fingerprint: str) -> list[str]:
     """Record in ``ledger`` the committed runs of ``fingerprint`` it does not know (a run
     killed between its commit and its ledger update); returns their run ids."""
-    known = {run_id for _, _, run_id in ledger.entries.values()}
     added = []
     for run in committed_runs(root):
-        if run.fingerprint == fingerprint and run.run_id not in known:
-            ledger.record_run(run.run_dir, run.run_id, only_new=True)
+        if run.fingerprint == fingerprint and run.run_id not in ledger.runs:
+            rows = ledger.record_run(run.run_dir, run.run_id, only_new=True)
             added.append(run.run_id)
-            _LOG.warning("ledger: recorded run %s, committed but not yet in the ledger", run.run_id)
+            _LOG.warning(
+                "ledger: run %s was committed but not in the ledger (killed before its ledger "
+                "update); recorded it (%d new frames)",
+                run.run_id,
+                rows,
+            )
     return added
 
 

@@ -83,8 +83,23 @@ def test_a_later_run_updates_entries_it_mined_again(tmp_path: Path) -> None:
     ledger.record_run(str(tmp_path / "runs" / "r1"), "r1")
     ledger.record_run(str(tmp_path / "runs" / "r2"), "r2")
     ledger.save()
-    assert Ledger.load(str(tmp_path), "fp").entries == {"x.png": ("log/000000", "ok", "r2")}
+    again = Ledger.load(str(tmp_path), "fp")
+    assert again.entries == {"x.png": ("log/000000", "ok", "r2")}
+    # r1 names no frame any more, but it is a recorded run: reconciliation leaves it alone
+    assert again.runs == {"r1", "r2"}
     assert ledger_path(str(tmp_path), "fp") == str(tmp_path / "ledger" / "fp.parquet")
+
+
+def test_a_ledger_written_before_the_run_list_knows_the_runs_its_entries_name(
+    tmp_path: Path,
+) -> None:
+    write_run(tmp_path / "runs" / "r1", ok=["a.png"], failed=[])
+    ledger = Ledger.load(str(tmp_path), "fp")
+    ledger.record_run(str(tmp_path / "runs" / "r1"), "r1")
+    ledger.save()
+    path = ledger_path(str(tmp_path), "fp")
+    pq.write_table(pq.read_table(path).replace_schema_metadata(None), path)
+    assert Ledger.load(str(tmp_path), "fp").runs == {"r1"}
 
 
 def test_a_save_interrupted_before_the_rename_leaves_the_previous_ledger(

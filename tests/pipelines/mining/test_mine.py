@@ -542,10 +542,15 @@ def test_gated_frames_are_processed_frames_without_instances(
 
 
 def test_the_same_inputs_config_and_weights_give_the_same_candidates(
-    checkpoints: Path, drive_log: Path, tmp_path: Path
+    checkpoints: Path, drive_log: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = make_config(checkpoints, drive_log, tmp_path)
     runs = [mine(config, beam_args=IN_MEMORY, ignore_ledger=True) for _ in range(2)]
     tables = [read_table(run.run_dir, "candidates").drop_columns(["run_id"]) for run in runs]
     assert tables[0].num_rows > 0
     assert tables[0].equals(tables[1])
+    # The first run's frames now name the second run in the ledger; the first is still a
+    # recorded run, not one "killed before its ledger update".
+    caplog.clear()
+    assert mine(config, beam_args=IN_MEMORY).planned == 0
+    assert "not in the ledger" not in caplog.text
