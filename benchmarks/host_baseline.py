@@ -17,14 +17,9 @@ import torch
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from pipelines.elements import DecodedFrame, FrameInference, dead_letter_failures
+from pipelines.geometry import points_to_frame, resize_nearest
 from pipelines.mining.inference import UGainSModelHandler, encode_score_map
-from pipelines.mining.rows import (
-    RunContext,
-    _crop_png,
-    _identity,
-    _point_to_original,
-    _to_original,
-)
+from pipelines.mining.rows import RunContext, _crop_png, _identity
 from transforms.masks import crop_box_with_margin, decode_rle, masks_to_xywh
 
 
@@ -74,14 +69,15 @@ def instance_rows(
     rows: list[dict[str, Any]] = []
     for i, counts in enumerate(result.mask_rles):
         small = decode_rle(counts, *result.size).numpy()
-        mask = torch.from_numpy(_to_original(small, size))[None]
+        mask = torch.from_numpy(resize_nearest(small, size))[None]
         area = int(mask.sum())
         if area == 0:
             continue
         box = masks_to_xywh(mask)
         crop = crop_box_with_margin(box, size, ctx.crop_margin, ctx.min_crop_margin)[0].tolist()
         x, y, w, h = box[0].tolist()
-        point_x, point_y = _point_to_original(result.points[i], result.size, size)
+        point = np.asarray(result.points[i]).reshape(1, 2)
+        point_x, point_y = points_to_frame(point, result.size, size)[0].tolist()
         index = len(rows)
         rows.append(
             {

@@ -43,7 +43,7 @@ from pipelines.config import (
 from pipelines.evaluation.datasets import EvalEntry, load_sample
 from pipelines.evaluation.report import make_row
 from pipelines.evaluation.variants import Variant
-from pipelines.mining.decode import resize_for_model
+from pipelines.geometry import points_to_frame, resize_for_model, resize_nearest
 from pipelines.mining.inference import CompactUGainS, UGainSModelHandler
 from pipelines.runners import runner_for
 from transforms.metrics import ComponentMetrics, InstanceMetrics, PixelMetrics, PointMetrics
@@ -109,16 +109,6 @@ def load_input(entry: EvalEntry, model_size: tuple[int, int]) -> EvalInput:
     )
 
 
-def _resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``[..., h, w]`` -> ``[..., H, W]`` nearest neighbour (masks, instance ids)."""
-    if array.shape[-2:] == tuple(size):
-        return array
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    flat = tensor.reshape(-1, 1, *array.shape[-2:]).float()
-    resized = torch.nn.functional.interpolate(flat, size=size, mode="nearest-exact")
-    return resized.reshape(*array.shape[:-2], *size).to(tensor.dtype).numpy()
-
-
 def _resize_scores(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``[h, w]`` float32 -> ``[H, W]`` bilinear (align_corners=False)."""
     if scores.shape == tuple(size):
@@ -128,15 +118,6 @@ def _resize_scores(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         tensor, size=size, mode="bilinear", align_corners=False
     )
     return resized[0, 0].numpy()
-
-
-def _points_to_labels(points: np.ndarray, model_size: tuple[int, int], size: tuple[int, int]):
-    """(x, y) model pixels -> the label pixel under the model pixel's centre."""
-    if tuple(model_size) == tuple(size):
-        return points
-    scale = np.array([size[1] / model_size[1], size[0] / model_size[0]])
-    mapped = np.floor((points + 0.5) * scale).astype(np.int64)
-    return np.minimum(mapped, np.array([size[1] - 1, size[0] - 1]))
 
 
 # ------------------------------------------------------------------------------ model handler
@@ -183,7 +164,7 @@ class EvaluationModelHandler(UGainSModelHandler):
             images = torch.from_numpy(np.stack([e.model_image for e in elements]))
             model_size = tuple(elements[0].model_image.shape[:2])
             instance_ids = [
-                torch.from_numpy(_resize_nearest(e.instance_ids, model_size)) for e in elements
+                torch.from_numpy(resize_nearest(e.instance_ids, model_size)) for e in elements
             ]
             try:
                 per_variant = model.step.run_methods(
@@ -210,9 +191,9 @@ class EvaluationModelHandler(UGainSModelHandler):
             variant=variant,
             name=element.name,
             pixel_scores=_resize_scores(scores.numpy().astype(np.float32), size),
-            masks=_resize_nearest(result.masks.numpy().astype(bool), size),
+            masks=resize_nearest(result.masks.numpy().astype(bool), size),
             scores=result.scores.numpy().astype(np.float32),
-            prompt_points=_points_to_labels(
+            prompt_points=points_to_frame(
                 result.prompt_points.numpy().reshape(-1, 2), model_size, size
             ),
             labels=element.labels,

@@ -24,13 +24,13 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.elements import DecodedFrame, FrameFailure, FrameRef, ReadUnit, dead_letter_failures
+from pipelines.geometry import resize_for_model
 from pipelines.mining.sources import local_copy
 
 __all__ = [
     "DecodeFrames",
     "FrameDecodeError",
     "decode_image",
-    "resize_for_model",
     "to_rgb8",
 ]
 
@@ -89,18 +89,6 @@ def check_size(size: tuple[int, ...], name: str, *, min_side: int, max_side: int
         raise FrameDecodeError(
             f"{name}: frame of {width}x{height} pixels exceeds inference.max_image_side={max_side}"
         )
-
-
-def resize_for_model(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize ``[H, W, 3]`` to ``size`` (H, W): area averaging down, bilinear up."""
-    import cv2
-
-    height, width = size
-    if image.shape[:2] == (height, width):
-        return image
-    shrinking = height * width < image.shape[0] * image.shape[1]
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return np.ascontiguousarray(cv2.resize(image, (width, height), interpolation=interpolation))
 
 
 @beam.typehints.with_output_types(DecodedFrame, **{FAILED: FrameFailure})

@@ -1,10 +1,10 @@
 """Per-frame results -> rows of the ``instances``, ``frames`` and ``errors`` tables.
 
-Masks, boxes, prompt points and crops are reported in the frame's ORIGINAL pixels: masks are
-resized from the model size with nearest neighbour (OpenCV's ``INTER_NEAREST``, the same
-sampling as ``torch.nn.functional.interpolate(mode="nearest")``), so a frame already at the
-model size keeps its masks bit for bit. Instances whose mask is empty at the original size
-(possible when a frame is smaller than the model size) are left out.
+Masks, boxes, prompt points and crops are reported in the frame's ORIGINAL pixels, mapped
+from the model size by :mod:`pipelines.geometry` (the pixel-centre convention the evaluation
+uses too), so a frame already at the model size keeps its masks bit for bit. Instances whose
+mask is empty at the original size (possible when a frame is smaller than the model size) are
+left out.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pipelines.elements import (
     FrameRef,
     dead_letter_failures,
 )
+from pipelines.geometry import points_to_frame, resize_nearest
 from transforms.masks import crop_box_with_margin, decode_rle, encode_rle, rle_areas_and_boxes
 
 __all__ = [
@@ -88,22 +89,6 @@ def _identity(ctx: RunContext, ref: FrameRef) -> dict[str, Any]:
     }
 
 
-def _to_original(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    if mask.shape == size:
-        return mask
-    resized = cv2.resize(mask.view(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
-    return resized.astype(bool)
-
-
-def _point_to_original(point: np.ndarray, model_size: tuple[int, int], size: tuple[int, int]):
-    # The centre of the model pixel's footprint in the original frame.
-    x = min(int((int(point[0]) + 0.5) * size[1] / model_size[1]), size[1] - 1)
-    y = min(int((int(point[1]) + 0.5) * size[0] / model_size[0]), size[0] - 1)
-    return x, y
-
-
 def _crop_png(image: np.ndarray, box: tuple[int, int, int, int]) -> bytes:
     import cv2
 
@@ -119,8 +104,10 @@ def _original_rles(result: FrameInference, size: tuple[int, int]) -> list[str]:
     """The model's mask RLEs at the frame's original ``size`` (the same strings when equal)."""
     if tuple(result.size) == tuple(size):
         return list(result.mask_rles)
-    masks = [_to_original(decode_rle(c, *result.size).numpy(), size) for c in result.mask_rles]
-    return encode_rle(torch.from_numpy(np.stack(masks))) if masks else []
+    if not result.mask_rles:
+        return []
+    small = np.stack([decode_rle(c, *result.size).numpy() for c in result.mask_rles])
+    return encode_rle(torch.from_numpy(resize_nearest(small, size)))
 
 
 def instance_rows(
@@ -134,6 +121,7 @@ def instance_rows(
     counts = _original_rles(result, size)
     areas, boxes = rle_areas_and_boxes(counts, *size)
     crops = crop_box_with_margin(boxes, size, ctx.crop_margin, ctx.min_crop_margin).tolist()
+    points = points_to_frame(np.asarray(result.points).reshape(-1, 2), result.size, size)
     rows: list[dict[str, Any]] = []
     for i, (mask_rle, area, box, crop) in enumerate(
         zip(counts, areas.tolist(), boxes.tolist(), crops, strict=True)
@@ -141,7 +129,7 @@ def instance_rows(
         if area == 0:
             continue
         x, y, w, h = box
-        point_x, point_y = _point_to_original(result.points[i], result.size, size)
+        point_x, point_y = points[i].tolist()
         index = len(rows)
         rows.append(
             {

@@ -315,14 +315,14 @@ def test_frames_of_another_size_run_at_the_model_size_and_are_scored_at_label_si
 
 
 def test_points_and_masks_map_to_the_label_pixel_under_their_centre():
-    from pipelines.evaluation.pipeline import _points_to_labels, _resize_nearest
+    from pipelines.geometry import points_to_frame, resize_nearest
 
     points = np.array([[0, 0], [63, 31], [10, 5]])
-    mapped = _points_to_labels(points, (32, 64), (64, 128))
+    mapped = points_to_frame(points, (32, 64), (64, 128))
     assert mapped.tolist() == [[1, 1], [127, 63], [21, 11]]
     mask = np.zeros((1, 2, 4), bool)
     mask[0, 1, 3] = True
-    assert _resize_nearest(mask, (4, 8))[0].astype(int).tolist() == [
+    assert resize_nearest(mask, (4, 8))[0].astype(int).tolist() == [
         [0] * 8,
         [0] * 8,
         [0] * 6 + [1, 1],

@@ -14,7 +14,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image, ImageOps
 
 from pipelines.elements import FrameRef, ReadUnit
-from pipelines.mining.decode import DecodeFrames, FrameDecodeError, decode_image, resize_for_model
+from pipelines.geometry import resize_for_model
+from pipelines.mining.decode import DecodeFrames, FrameDecodeError, decode_image
 
 LIMITS = {"min_side": 8, "max_side": 256}
 

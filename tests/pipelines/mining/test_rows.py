@@ -53,10 +53,11 @@ def decoded(size: tuple[int, int], model_size: tuple[int, int]) -> DecodedFrame:
 
 
 def nearest_reference(small: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize written out: out[i, j] = small[i * h // H, j * w // W]."""
+    """Nearest-neighbour resize written out, at pixel centres:
+    out[i, j] = small[floor((i + 0.5) * h / H), floor((j + 0.5) * w / W)]."""
     h, w = small.shape
-    rows = [i * h // size[0] for i in range(size[0])]
-    cols = [j * w // size[1] for j in range(size[1])]
+    rows = [int((i + 0.5) * h / size[0]) for i in range(size[0])]
+    cols = [int((j + 0.5) * w / size[1]) for j in range(size[1])]
     return small[np.ix_(rows, cols)]
 
 
@@ -111,7 +112,7 @@ def test_instances_are_reported_in_original_pixels(size: tuple[int, int]) -> Non
 
 def test_instances_empty_after_downscaling_are_left_out() -> None:
     masks = torch.zeros(2, 8, 8, dtype=torch.bool)
-    masks[0, 1, 1] = True  # odd pixel: not sampled when halving
+    masks[0, 0, 0] = True  # even pixel: halving samples the odd ones (pixel centres)
     masks[1, 2:6, 2:6] = True
     result = compact_result(frame_result(masks, [0.9, 0.4], [[1, 1], [3, 3]]))
 
