@@ -89,7 +89,7 @@ ModeName = Literal["ugains", "rba", "dense_grid", "oracle"]
 
 
 class MethodConfig(StrictModel):
-    """Constants of one UGainS step; defaults are DESIGN.md's values."""
+    """Constants of one UGainS step; the defaults are the paper's (docs/method.md)."""
 
     # "ugains": the full method; "rba": pixel scores only (no SAM, no instances);
     # "dense_grid": SAM on a grid_size x grid_size point grid, RbA mask scoring + NMS;
@@ -113,6 +113,21 @@ class MethodConfig(StrictModel):
     # None = the command's default: on for `ugains mine`, off for `ugains evaluate` (the
     # paper runs SAM on every frame). The step itself treats None as off.
     frame_gating: bool | None = None
+
+    def for_command(self, command: Literal["mine", "evaluate"]) -> MethodConfig:
+        """These constants with the settings left to the command resolved.
+
+        ``frame_gating``: ``None`` means on for ``mine``; ``evaluate`` always turns it off, as
+        the paper runs SAM on every frame (gated frames would have no instances, fused score
+        ``U - 1``, and every metric would change).
+        """
+        if command == "evaluate":
+            gating = False
+        else:
+            gating = True if self.frame_gating is None else self.frame_gating
+        if gating == self.frame_gating:
+            return self
+        return self.model_copy(update={"frame_gating": gating})
 
 
 class ModelsConfig(StrictModel):

@@ -21,12 +21,10 @@ class Variant:
     points: int | None = None  # None where the sampler has no point budget
 
     def method(self, base: MethodConfig) -> MethodConfig:
-        """``base`` with this variant's mode / sampler / number of points, frame gating off.
-
-        The paper runs SAM on every frame: a mining config's ``frame_gating: true`` would
-        leave frames without instances (fused score ``U - 1``) and change every metric.
-        """
-        update: dict[str, Any] = {"mode": self.mode.replace("-", "_"), "frame_gating": False}
+        """``base`` resolved for ``evaluate`` (frame gating off, see
+        :meth:`MethodConfig.for_command`) with this variant's mode / sampler / points."""
+        base = base.for_command("evaluate")
+        update: dict[str, Any] = {"mode": self.mode.replace("-", "_")}
         if self.sampler != "-":
             update["sampler"] = self.sampler
         if self.points is not None:

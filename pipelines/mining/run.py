@@ -291,17 +291,12 @@ def _counters(result: Any) -> dict[str, int]:
 
 
 def with_mining_defaults(config: MiningConfig) -> MiningConfig:
-    """``config`` with the settings left to the command resolved for mining.
-
-    ``models.method.frame_gating: null`` means on when mining: frames with no pixel above the
-    candidate threshold skip SAM (``ugains evaluate`` turns it off, as the paper does).
-    """
-    method = config.models.method
-    if method.frame_gating is not None:
+    """``config`` with the settings left to the command resolved for mining
+    (:meth:`MethodConfig.for_command`: frame gating on unless the config turns it off)."""
+    method = config.models.method.for_command("mine")
+    if method is config.models.method:
         return config
-    models = config.models.model_copy(
-        update={"method": method.model_copy(update={"frame_gating": True})}
-    )
+    models = config.models.model_copy(update={"method": method})
     return config.model_copy(update={"models": models})
 
 
