@@ -137,3 +137,13 @@ class ModelsConfig(StrictModel):
     sam: SamConfig = SamConfig()
     method: MethodConfig = MethodConfig()
     device: str = "auto"  # "auto" = CUDA if present, else CPU; or "cpu", "cuda", "cuda:1"
+
+    def weight_files(self) -> dict[str, str]:
+        """The files the models read, by role (``mask2former``, ``sam``, ``ignore_mask``),
+        for those set: what the fingerprint hashes, remote runs stage and the check reads."""
+        files = {
+            "mask2former": self.mask2former.checkpoint,
+            "sam": self.sam.checkpoint,
+            "ignore_mask": self.method.ignore_mask,
+        }
+        return {role: str(path) for role, path in files.items() if path}

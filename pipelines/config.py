@@ -140,13 +140,7 @@ class MiningConfig(StrictModel):
         payload: dict[str, Any] = self.models.model_dump(mode="json")
         payload["crop"] = [self.output.crop_margin, self.output.min_crop_margin]
         payload["checkpoints"] = {
-            name: _file_identity(path)
-            for name, path in (
-                ("mask2former", self.models.mask2former.checkpoint),
-                ("sam", self.models.sam.checkpoint),
-                ("ignore_mask", self.models.method.ignore_mask),
-            )
-            if path
+            role: _file_identity(path) for role, path in self.models.weight_files().items()
         }
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

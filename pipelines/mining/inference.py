@@ -180,11 +180,7 @@ def stage_checkpoints(config: ModelsConfig, cache_dir: str | None = None) -> Mod
 
     A Hugging Face model directory is copied file by file. Local paths are left as they are.
     """
-    remote = {
-        "mask2former": config.mask2former.checkpoint,
-        "sam": config.sam.checkpoint,
-        "ignore_mask": config.method.ignore_mask,
-    }
+    remote = config.weight_files()
     if not any(_is_remote(uri) for uri in remote.values()):
         return config
     root = cache_dir or os.path.join(tempfile.gettempdir(), "ugains-checkpoints")
@@ -192,10 +188,10 @@ def stage_checkpoints(config: ModelsConfig, cache_dir: str | None = None) -> Mod
     return config.model_copy(
         update={
             "mask2former": config.mask2former.model_copy(
-                update={"checkpoint": local["mask2former"]}
+                update={"checkpoint": local.get("mask2former")}
             ),
-            "sam": config.sam.model_copy(update={"checkpoint": local["sam"]}),
-            "method": config.method.model_copy(update={"ignore_mask": local["ignore_mask"]}),
+            "sam": config.sam.model_copy(update={"checkpoint": local.get("sam")}),
+            "method": config.method.model_copy(update={"ignore_mask": local.get("ignore_mask")}),
         }
     )
 

@@ -144,9 +144,10 @@ def _check_checkpoint_files(config: MiningConfig) -> None:
     from models.checkpoints import check_pickled_weights
     from models.errors import CheckpointError
 
-    paths = [config.models.sam.checkpoint, config.models.mask2former.checkpoint]
+    weights = config.models.weight_files()
+    paths = [weights[role] for role in ("sam", "mask2former") if role in weights]
     files = []
-    for path in filter(None, paths):
+    for path in paths:
         if not is_local_uri(path):
             continue
         files += sorted(Path(path).glob("*.bin")) if os.path.isdir(path) else [Path(path)]
