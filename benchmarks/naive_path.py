@@ -1,6 +1,6 @@
 """The official UGainS inference glue, re-expressed for timing: the baseline of throughput.py.
 
-It does what the official code does per frame (DESIGN.md, "naive path"): fp32, batch 1,
+It does what the official code does per frame (the "naive path"): fp32, batch 1,
 Python loops for mask scores, a pairwise bincount mask NMS, a per-mask ignore filter and the
 fusion on the CPU. It exists only to be measured against; the product uses ``transforms``.
 """

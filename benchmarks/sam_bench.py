@@ -4,7 +4,7 @@
     python benchmarks/sam_bench.py --compile --batch 4   # add torch.compile (CUDA only)
 
 Prints a Markdown table of milliseconds on the device found. Random weights (speed does not
-depend on the values). On CUDA the defaults are DESIGN.md's setting (ViT-H, 1024x2048 frames,
+depend on the values). On CUDA the defaults are the paper's setting (ViT-H, 1024x2048 frames,
 50 prompts); on a CPU they are reduced (vit_tiny, 8 prompts, 2 repeats) so that the script ends
 in about a minute, and the output says so. ``--compile`` pays the compilation on the warm-up
 call (minutes for ViT-H), which is excluded from the timings; set ``TORCHINDUCTOR_CACHE_DIR``
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     if not cuda:
         print(
             f"NOTE: no CUDA device: reduced CPU run ({model_type}, {prompts} prompts, "
-            f"{repeats} repeats); not comparable with DESIGN.md's H100 figures."
+            f"{repeats} repeats); not comparable with the H100 figures in benchmarks/RESULTS.md."
         )
     name = torch.cuda.get_device_name(device) if cuda else "CPU"
     print(

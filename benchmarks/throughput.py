@@ -8,13 +8,13 @@ paths' instances (mask IoU of matched instances, instance counts), the frame-gat
 throughput on a log where only ``--candidate-fraction`` of frames has candidate pixels, and
 optionally (``--pipeline-frames N``) the DirectRunner pipeline end to end including I/O.
 
-The naive path is what the official UGainS code does per frame (DESIGN.md): fp32, batch 1,
-Mask2Former -> NLS -> FPS -> SAM with one batched decoder call and full-resolution masks,
-Python loops for mask scores, pairwise bincount mask NMS and the ignore filter, fusion on the
-CPU. Ours is the production configuration: batched frames, bf16 autocast and SDPA attention on
-CUDA (optionally torch.compile), vectorised GPU scores / NMS / fusion. Weights are random
-(speed does not depend on their values); the untrained Mask2Former gets the "no object" bias
-of a trained one so frames have candidate regions, as real frames do.
+The naive path is what the official UGainS code does per frame (benchmarks/naive_path.py):
+fp32, batch 1, Mask2Former -> NLS -> FPS -> SAM with one batched decoder call and full-
+resolution masks, Python loops for mask scores, pairwise bincount mask NMS and the ignore
+filter, fusion on the CPU. Ours is the production configuration: batched frames, bf16 autocast
+and SDPA attention on CUDA (optionally torch.compile), vectorised GPU scores / NMS / fusion.
+Weights are random (speed does not depend on their values); the untrained Mask2Former gets the
+"no object" bias of a trained one so frames have candidate regions, as real frames do.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class Mask2FormerConfig(StrictModel):
     # Run the model under bf16 autocast on CUDA (outputs stay float32); CPU always runs fp32.
     autocast_bf16: bool = True
     # torch.compile the model on CUDA (ignored on the CPU). The first call per batch shape
-    # compiles for minutes (DESIGN.md: 107-182 s on an H100): keep batches a fixed size and set
+    # compiles for minutes (docs/engineering.md: 107-182 s on an H100): keep batches fixed and set
     # TORCHINDUCTOR_CACHE_DIR to a persistent directory so later workers reuse the kernels.
     compile: bool = False
 

@@ -106,7 +106,7 @@ class UGainS:
     Args:
         segmenter: Mask2Former returning ``(class_logits [B,Q,K+1], mask_logits [B,Q,H,W])``.
         prompter: a :class:`models.sam.SamPrompter`; may be None in ``mode="rba"``.
-        method: the method's constants (DESIGN.md defaults).
+        method: the method's constants (the paper's defaults, docs/method.md).
         ignore: ``[H, W]`` bool ignore mask of the camera rig, or None; resized (nearest) to
             the frames' size when it differs.
     """

@@ -1,6 +1,6 @@
 """Read the Mask2Former checkpoints users bring and rename them to transformers' parameter names.
 
-Two source formats (DESIGN.md "Checkpoints a user brings"):
+Two source formats (docs/engineering.md, "Checkpoints a user brings"):
 
 ``rba``
     An RbA model-zoo ``model_final.pth``: detectron2's ``{"model": state_dict, "trainer": ...,

@@ -58,8 +58,8 @@ class SamPrompter:
             (``SamPredictor``'s).
         compile: ``torch.compile`` the image encoder (CUDA only; ignored with a warning on the
             CPU). The first call of each new batch size compiles, which takes minutes for ViT-H
-            (DESIGN.md: first compiled calls of 107-182 s on an H100); keep batches a fixed
-            size and set
+            (docs/engineering.md: first compiled calls of 107-182 s on an H100); keep batches
+            a fixed size and set
             ``TORCHINDUCTOR_CACHE_DIR`` to a persistent directory so that later processes reuse
             the compiled kernels (inductor's FX-graph cache is on by default).
 

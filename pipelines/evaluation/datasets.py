@@ -4,7 +4,7 @@ Every dataset is listed cheaply first (:func:`list_samples` -> picklable :class:
 rows holding paths only, what a Beam source fans out), then each entry is loaded on a worker
 (:func:`load_sample` -> :class:`EvalSample`). Labels are normalised to ``0`` in-distribution,
 ``1`` anomaly, ``255`` void; instance ground truth is the 8-connected components of the anomaly
-label (DESIGN.md, "Evaluation protocol"), except in the world layout, whose instance ids are
+label (docs/method.md, "Evaluation protocol"), except in the world layout, whose instance ids are
 read from its instance image.
 
 Layouts (``root`` is the folder given to ``ugains evaluate --data``)::

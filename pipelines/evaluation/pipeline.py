@@ -53,8 +53,6 @@ _LOG = logging.getLogger(__name__)
 
 COMPONENT_MIN_SIZES: dict[str, tuple[int, int]] = {"smiyc_ro21": (50, 10)}
 
-# The paper's figures (DESIGN.md), printed next to ours for the matching rows.
-
 
 @dataclass(frozen=True)
 class EvalInput:
@@ -143,7 +141,7 @@ class EvaluationModelHandler(UGainSModelHandler):
         )
         # The model stays in the worker process: evaluation needs the step itself (one model,
         # several methods) and full-resolution outputs, which must not be pickled between
-        # processes (DESIGN.md), so a config's share_model_across_processes is not used here.
+        # processes (docs/engineering.md), so a config's share_model_across_processes is not used.
         local = inference.model_copy(update={"share_model_across_processes": False})
         super().__init__(loadable, local)
         self.variants = list(variants)

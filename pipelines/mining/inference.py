@@ -4,7 +4,7 @@ The model object RunInference holds is a :class:`CompactUGainS`: it runs the UGa
 returns :class:`FrameInference` records that are small to pickle (masks as COCO RLE at the
 model size, the fused map as an 8-bit PNG), because with ``share_model_across_processes`` or
 ``model_copies`` Beam serves the model from another process and pickles every result
-(DESIGN.md: never pass full-resolution float maps between processes).
+(docs/engineering.md, "Data between processes").
 
 A batch that fails is retried frame by frame inside the handler, so one bad frame does not send
 its healthy batch-mates to ``errors``; a frame that fails alone comes out as a

@@ -11,7 +11,7 @@ downloads one into a cache directory (``$UGAINS_CACHE``, else ``~/.cache/ugains/
 - a lock file per name keeps concurrent fetches of one name from interleaving.
 
 Nothing here runs during mining: weights are fetched once, by hand, and the mining config
-names the local path (DESIGN.md: no network at run time).
+names the local path (no network at run time: docs/engineering.md).
 
 One module per job: :mod:`~pipelines.weights.catalogue` (the known checkpoints),
 :mod:`~pipelines.weights.download` (one resumable HTTP download),

@@ -347,7 +347,8 @@ def test_paper_configs_hold_the_papers_settings(name):
     )
     assert (method.candidate_threshold, method.fallback_threshold) == (-0.15, -15.0)
     assert method.frame_gating is False
-    # Every other constant is DESIGN.md's (the schema's defaults); Fishyscapes at 1024x2048.
+    # Every other constant is the paper's (the schema's defaults, docs/method.md);
+    # Fishyscapes at 1024x2048.
     own = {"reference_size", "ignore_mask", "frame_gating"}
     assert method.model_dump(exclude=own) == MethodConfig().model_dump(exclude=own)
     if name == "fishyscapes_lf":
