@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 import torch
 
+from benchmarks.scenes import draw_scene
+from models.untrained import write_untrained_checkpoints
 from pipelines.config import parse_config
-from pipelines.demo import draw_scene, write_untrained_checkpoints
 from pipelines.mining.run import mine
 
 

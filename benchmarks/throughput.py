@@ -50,7 +50,7 @@ def synthetic_frames(count: int, size: tuple[int, int], seed: int = 0) -> list[b
     """PNG-encoded road scenes (the demo's generator) at ``size``."""
     import cv2
 
-    from pipelines.demo import draw_scene
+    from benchmarks.scenes import draw_scene
 
     rng = np.random.default_rng(seed)
     frames = []

@@ -50,7 +50,8 @@ class ManifestSource(StrictModel):
 class DemoSource(StrictModel):
     """The demo's drive log of the synthetic road world, generated under ``path`` on first use.
 
-    Expands to the log's image source (``pipelines/demo.py``); its ground truth lies beside it.
+    Expands to the log's image source (``pipelines/world/demo.py``); its ground truth lies
+    beside it.
     """
 
     kind: Literal["demo"] = "demo"

@@ -42,7 +42,7 @@ class GroundTruthError(ValueError):
 def _ground_truth(config: MiningConfig, paths: Sequence[str], *, demo: bool) -> list[dict]:
     """The sightings of ``--ground-truth`` files, and with ``demo`` of the demo source's log
     (which exists only once ``mine`` has generated it)."""
-    from pipelines.demo import demo_ground_truth
+    from pipelines.world.demo import demo_ground_truth
     from pipelines.world.scoring import load_ground_truth
 
     truth = list(paths)

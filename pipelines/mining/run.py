@@ -110,7 +110,7 @@ def expand_demo_sources(config: MiningConfig) -> MiningConfig:
     """Replace ``kind: demo`` sources by the image source of the demo's world drive log."""
     if not any(isinstance(source, DemoSource) for source in config.sources):
         return config
-    from pipelines.demo import ensure_demo
+    from pipelines.world.demo import ensure_demo
 
     sources = []
     for source in config.sources:

@@ -24,9 +24,9 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from pycocotools import mask as mask_utils
 
+from models.untrained import MASK2FORMER_DIR, SAM_FILE, write_checkpoints
 from pipelines.cli import main
 from pipelines.config import MiningConfig, parse_config
-from pipelines.demo import MASK2FORMER_DIR, SAM_FILE, write_checkpoints
 from pipelines.elements import DecodedFrame, FrameRef
 from pipelines.mining.cli import EXIT_RUN_IN_PROGRESS
 from pipelines.mining.inference import RunUGainS, UGainSModelHandler

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from pipelines import cli
-from pipelines.demo import ensure_demo
 from pipelines.review.database import EmbeddedMongod, _point_fiftyone_at
+from pipelines.world.demo import ensure_demo
 from tests.pipelines.review.synthetic_run import SyntheticRun, default_frames, write_run
 
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")

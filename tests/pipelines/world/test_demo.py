@@ -5,28 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pipelines.cli import main
 from pipelines.config import ImageSource
-from pipelines.demo import DEMO_FRAMES, FRAME_SIZE, demo_ground_truth, draw_scene, ensure_demo
+from pipelines.world.demo import DEMO_FRAMES, demo_ground_truth, ensure_demo
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "mining_configs" / "demo.yaml"
-
-
-def test_scenes_are_deterministic_bgr_frames_with_a_road() -> None:
-    first = draw_scene(np.random.default_rng(3))
-    again = draw_scene(np.random.default_rng(3))
-    other = draw_scene(np.random.default_rng(4))
-    assert first.shape == (*FRAME_SIZE, 3)
-    assert first.dtype == np.uint8
-    assert (first == again).all()
-    assert (first != other).any()
-    # Sky on top (blue-ish in BGR), asphalt grey at the bottom centre.
-    assert first[0, 0, 0] > first[0, 0, 2]
-    bottom = first[-5, FRAME_SIZE[1] // 4].astype(int)
-    assert abs(bottom[0] - bottom[2]) < 20
+DEMO_CONFIG = Path(__file__).resolve().parents[3] / "mining_configs" / "demo.yaml"
 
 
 @pytest.mark.slow
