@@ -337,11 +337,13 @@ def test_config_sizes_reach_the_model() -> None:
     ("fmt", "name", "expected"),
     [("auto", "model_final.pth", "rba"), ("auto", "last.ckpt", "ugains"), ("rba", "x.bin", "rba")],
 )
-def test_resolve_format(fmt: str, name: str, expected: str, tmp_path: Path) -> None:
+def test_the_checkpoint_format_is_the_configured_one_or_read_off_the_path(
+    fmt: str, name: str, expected: str, tmp_path: Path
+) -> None:
     assert resolve_format(fmt, str(tmp_path / name)) == expected
 
 
-def test_resolve_format_auto(tmp_path: Path) -> None:
+def test_format_auto_tells_a_huggingface_folder_from_an_rba_file(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     assert resolve_format("auto", str(tmp_path)) == "huggingface"
     with pytest.raises(ValueError, match=r"weights\.safetensors"):

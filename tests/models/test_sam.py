@@ -241,7 +241,7 @@ def test_random_init_is_seeded_and_leaves_global_rng_alone(tiny_sam) -> None:
     assert not torch.equal(other[weight], again[weight])
 
 
-def test_checkpoint_round_trip(tmp_path) -> None:
+def test_a_saved_sam_state_dict_loads_back_exactly(tmp_path) -> None:
     source = build_sam(SamConfig(model_type="vit_tiny", seed=7)).state_dict()
     path = tmp_path / "sam_vit_tiny.pth"
     torch.save(source, path)
@@ -281,7 +281,7 @@ def test_checkpoint_of_another_model_type_is_refused(tmp_path) -> None:
     assert "shape mismatches (32): image_encoder.blocks.0.attn.proj.bias (128,)" in str(error.value)
 
 
-def test_unreadable_checkpoints(tmp_path) -> None:
+def test_unreadable_sam_checkpoints_are_refused_naming_the_file(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nowhere\.pth"):
         build_sam(SamConfig(model_type="vit_tiny", checkpoint=str(tmp_path / "nowhere.pth")))
     not_a_state_dict = tmp_path / "list.pth"
@@ -514,7 +514,7 @@ def test_call_segments_each_frame_of_a_batch(tiny_prompter: SamPrompter) -> None
         torch.testing.assert_close(results[index][1], iou, rtol=1e-5, atol=1e-6)
 
 
-def test_large_frame(tiny_prompter: SamPrompter) -> None:
+def test_a_large_frame_gets_its_low_res_masks_upsampled(tiny_prompter: SamPrompter) -> None:
     image = torch.zeros((1, 3, 4000, 3000), dtype=torch.uint8)
     image[:, :, 1000:3000, 500:2500] = 200
     points = torch.tensor([[0, 0], [2999, 3999], [1500.5, 2000.25]])

@@ -127,7 +127,7 @@ def test_many_masks_are_processed_in_blocks(monkeypatch: pytest.MonkeyPatch) -> 
     torch.testing.assert_close(fused.double(), expected_fused, rtol=1e-5, atol=1e-5)
 
 
-def test_half_precision_inputs(device) -> None:
+def test_mask_scores_of_bf16_inputs_are_float32_and_equal_the_upcast_ones(device) -> None:
     score, masks = random_case(4, 6, 6, seed=2)
     expected = mask_scores(score.to(device), masks.to(device))
     got = mask_scores(score.to(device, torch.bfloat16).float(), masks.to(device))
@@ -184,6 +184,8 @@ BOOL = torch.bool
         ),
     ],
 )
-def test_validation_errors(call, message) -> None:
+def test_fusion_inputs_of_wrong_shape_or_dtype_are_refused_naming_the_argument(
+    call, message
+) -> None:
     with pytest.raises(ValueError, match=message):
         call()

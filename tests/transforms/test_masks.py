@@ -73,7 +73,7 @@ def test_masks_to_xywh_match_reference(m, height, width, device) -> None:
     assert got.cpu().tolist() == [reference_box(mask) for mask in masks.tolist()]
 
 
-def test_masks_to_xywh_examples(device) -> None:
+def test_masks_to_xywh_gives_the_tight_box_and_zeros_for_empty_masks(device) -> None:
     masks = torch.zeros(3, 4, 6, dtype=torch.bool, device=device)
     masks[0, 1:3, 2:5] = True
     masks[1, 3, 5] = True
@@ -147,7 +147,7 @@ def test_crop_box_with_margin_matches_reference(margin, min_margin, device) -> N
     assert got.cpu().tolist() == expected
 
 
-def test_crop_box_with_margin_examples(device) -> None:
+def test_crop_boxes_grow_by_the_margin_and_are_clipped_at_the_frame(device) -> None:
     boxes = torch.tensor([[10, 20, 8, 4], [0, 0, 5, 5], [95, 45, 5, 5]], device=device)
     got = crop_box_with_margin(boxes, (50, 100), margin=0.5, min_margin=3)
     # box 0: 4 px margin in x, 3 px (the minimum) in y; boxes 1, 2 are clipped at the frame
@@ -180,6 +180,6 @@ def test_crop_box_with_margin_examples(device) -> None:
         ),
     ],
 )
-def test_validation_errors(call, message) -> None:
+def test_mask_inputs_of_wrong_shape_or_dtype_are_refused_naming_the_argument(call, message) -> None:
     with pytest.raises(ValueError, match=message):
         call()

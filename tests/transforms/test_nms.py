@@ -96,7 +96,7 @@ def test_mask_nms_matches_reference(m, height, width, threshold, device) -> None
     assert got.cpu().tolist() == reference_nms(masks, scores.tolist(), threshold)
 
 
-def test_mask_nms_edge_cases(device) -> None:
+def test_mask_nms_keeps_empty_masks_and_drops_duplicates(device) -> None:
     empty = torch.zeros(0, 3, 3, dtype=torch.bool, device=device)
     assert mask_nms(empty, torch.zeros(0, device=device)).tolist() == []
     masks = torch.zeros(4, 2, 5, dtype=torch.bool, device=device)
@@ -135,7 +135,9 @@ def test_mask_nms_other_score_dtypes(device) -> None:
     m=st.integers(0, 10),
     threshold=st.sampled_from([0.0, 0.25, 0.5, 0.7, 0.9]),
 )
-def test_mask_nms_properties(data, m: int, threshold: float) -> None:
+def test_mask_nms_kept_masks_are_ranked_apart_and_cover_every_suppressed_one(
+    data, m: int, threshold: float
+) -> None:
     bits = data.draw(st.lists(st.booleans(), min_size=m * 20, max_size=m * 20))
     masks = torch.tensor(bits, dtype=torch.bool).reshape(m, 4, 5)
     scores = torch.tensor(
@@ -224,6 +226,6 @@ def test_ignore_filter_99_and_100_pixels(device) -> None:
         (lambda: mask_iou(torch.zeros(3, 3, dtype=torch.bool)), "masks must have 3 dimensions"),
     ],
 )
-def test_validation_errors(call, message) -> None:
+def test_nms_inputs_of_wrong_shape_or_dtype_are_refused_naming_the_argument(call, message) -> None:
     with pytest.raises(ValueError, match=message):
         call()

@@ -104,7 +104,7 @@ def test_candidate_points_match_reference(height, width, with_ignore, device) ->
         assert got.cpu().tolist() == expected
 
 
-def test_candidate_points_edge_cases(device) -> None:
+def test_candidate_points_fall_back_to_the_lower_threshold_and_may_be_none(device) -> None:
     score = torch.full((3, 4), -20.0, device=device)
     # nothing reaches the fallback: no candidates
     assert candidate_points(score).shape == (0, 2)
@@ -180,7 +180,7 @@ def test_fps_large_coordinates_are_exact(device) -> None:
     assert farthest_point_sampling(points, 2).tolist() == [0, 3]
 
 
-def test_fps_int32_points(device) -> None:
+def test_fps_takes_int32_points(device) -> None:
     points = torch.tensor([[0, 0], [5, 5], [9, 0]], dtype=torch.int32, device=device)
     assert farthest_point_sampling(points, 3).tolist() == [0, 2, 1]
 
@@ -190,7 +190,7 @@ def test_fps_int32_points(device) -> None:
     points=st.lists(st.tuples(st.integers(-20, 20), st.integers(-20, 20)), min_size=0, max_size=40),
     k=st.integers(0, 45),
 )
-def test_fps_properties(points: list, k: int) -> None:
+def test_fps_returns_distinct_indices_starting_at_the_first_point(points: list, k: int) -> None:
     tensor = torch.tensor(points, dtype=torch.int64).reshape(-1, 2)
     got = farthest_point_sampling(tensor, k).tolist()
     assert len(got) == min(len(points), k)
@@ -215,7 +215,7 @@ def test_fps_properties(points: list, k: int) -> None:
 # --------------------------------------------------------------------------- random
 
 
-def test_random_points_properties(device) -> None:
+def test_random_points_are_distinct_seeded_int64_indices_on_the_input_device(device) -> None:
     points = torch.randint(0, 100, (50, 2), generator=torch.Generator().manual_seed(0))
     points = points.to(device)
     got = random_points(points, 10, seed=3)
@@ -293,7 +293,7 @@ def test_kmeans_is_deterministic_and_on_candidates(device) -> None:
     assert all(tuple(p) in candidates for p in got.tolist())
 
 
-def test_kmeans_edge_cases(device) -> None:
+def test_kmeans_returns_every_point_when_k_is_not_smaller_and_nothing_for_k_0(device) -> None:
     points = torch.tensor([[3, 4], [5, 6], [7, 8]], device=device)
     assert kmeans_points(points, 5, seed=0).tolist() == [[3, 4], [5, 6], [7, 8]]
     assert kmeans_points(points, 3, seed=0).tolist() == [[3, 4], [5, 6], [7, 8]]
@@ -329,7 +329,7 @@ def test_oracle_points_match_reference(height, width, seed, device) -> None:
     assert got.cpu().tolist() == reference_oracle(ids)
 
 
-def test_oracle_points_shapes(device) -> None:
+def test_oracle_points_are_each_instances_most_interior_pixel(device) -> None:
     ids = torch.zeros(7, 9, dtype=torch.int32, device=device)
     assert oracle_points(ids).shape == (0, 2)
     ids[1:6, 2:7] = 4  # 5x5 square: centre (4, 3)
@@ -418,6 +418,8 @@ def test_grid_points_reference_1024x2048() -> None:
         (lambda: kmeans_points(torch.zeros(3, 2, dtype=int), 2, seed=None), "seed must be an int"),
     ],
 )
-def test_validation_errors(call, message) -> None:
+def test_sampler_inputs_of_wrong_shape_or_dtype_are_refused_naming_the_argument(
+    call, message
+) -> None:
     with pytest.raises(ValueError, match=message):
         call()

@@ -84,7 +84,9 @@ def random_logits(b: int, q: int, k1: int, h: int, w: int, device: torch.device,
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 @pytest.mark.parametrize("shape", SHAPES)
-def test_scores_match_reference(name: str, shape: tuple, device: torch.device) -> None:
+def test_every_score_equals_its_loop_reference(
+    name: str, shape: tuple, device: torch.device
+) -> None:
     cls, masks = random_logits(*shape, device=device, seed=sum(shape))
     expected = per_pixel(reference_semantic(cls.cpu(), masks.cpu()), REFERENCES[name])
     got = SCORE_FUNCTIONS[name](cls, masks)
@@ -165,13 +167,15 @@ def test_low_resolution_masks_are_not_resized(device: torch.device) -> None:
         ((1, 4, 1), (1, 4, 2, 2), "class_logits must have K\\+1 >= 2"),
     ],
 )
-def test_shape_errors(cls_shape: tuple, mask_shape: tuple, message: str) -> None:
+def test_score_inputs_of_mismatched_shapes_are_refused(
+    cls_shape: tuple, mask_shape: tuple, message: str
+) -> None:
     for fn in [semantic_probabilities, *SCORE_FUNCTIONS.values()]:
         with pytest.raises(ValueError, match=message):
             fn(torch.zeros(cls_shape), torch.zeros(mask_shape))
 
 
-def test_dtype_errors() -> None:
+def test_score_inputs_that_are_not_float_tensors_are_refused() -> None:
     with pytest.raises(ValueError, match="class_logits must have dtype floating point"):
         rba_scores(torch.zeros(1, 2, 3, dtype=torch.int64), torch.zeros(1, 2, 2, 2))
     with pytest.raises(ValueError, match="mask_logits must have dtype floating point"):
