@@ -19,9 +19,8 @@ from pipelines.config import (
     load_config,
     parse_overrides,
 )
+from pipelines.mining.preflight import ModelLoadError, OutputRootError
 from pipelines.mining.run import (  # light: the run imports Beam and torch when it runs
-    ModelLoadError,
-    OutputRootError,
     RunExistsError,
     RunFailedError,
     mine,

@@ -36,7 +36,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines import __version__
@@ -46,6 +45,7 @@ from pipelines.config import (
     is_local_uri,
 )
 from pipelines.elements import ReadUnit
+from pipelines.mining import preflight
 from pipelines.runners import (
     pipeline_options,
     runner_for,
@@ -59,7 +59,6 @@ if TYPE_CHECKING:  # the command line must start without importing Beam and torc
 
 __all__ = [
     "MiningResult",
-    "ModelLoadError",
     "RunExistsError",
     "build_pipeline",
     "expand_demo_sources",
@@ -75,16 +74,8 @@ class RunExistsError(ValueError):
     """The run directory asked for exists already."""
 
 
-class OutputRootError(ValueError):
-    """The config's output root cannot be written."""
-
-
 class RunFailedError(RuntimeError):
     """The pipeline failed; the run was not committed and its staging directory is gone."""
-
-
-class ModelLoadError(RuntimeError):
-    """The config's models cannot be loaded; raised on the launcher before any work starts."""
 
 
 @dataclass
@@ -120,55 +111,6 @@ def expand_demo_sources(config: MiningConfig) -> MiningConfig:
 
 def _checkpoint_id(path: str | None, fallback: str) -> str:
     return path or f"random-init:{fallback}"
-
-
-def _check_output_root(root: str) -> None:
-    """Refuse, before any work, an output root this process cannot write (one line)."""
-    if not is_local_uri(root):
-        return  # object stores: permissions show on the first write (Beam's own errors)
-    try:
-        os.makedirs(root, exist_ok=True)
-        probe = os.path.join(root, f".write-check-{os.getpid()}")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise OutputRootError(f"output.root {root} cannot be written: {reason}") from None
-
-
-def _check_checkpoint_files(config: MiningConfig) -> None:
-    """Refuse, before anything starts, local checkpoint files whose pickle needs code (read
-    from the pickles' opcodes, nothing loaded): also with ``--skip-model-check``, so that
-    workers never meet them."""
-    from models.checkpoints import check_pickled_weights
-    from models.errors import CheckpointError
-
-    weights = config.models.weight_files()
-    paths = [weights[role] for role in ("sam", "mask2former") if role in weights]
-    files = []
-    for path in paths:
-        if not is_local_uri(path):
-            continue
-        files += sorted(Path(path).glob("*.bin")) if os.path.isdir(path) else [Path(path)]
-    try:
-        for file in files:
-            check_pickled_weights(file)
-    except CheckpointError as error:
-        raise ModelLoadError(f"the models of this config cannot be loaded: {error}") from None
-
-
-def _check_models(config: MiningConfig) -> None:
-    """Load the models once on the launcher's CPU: a bad checkpoint stops the run here."""
-    from models.ugains import build_ugains
-    from pipelines.mining.inference import stage_checkpoints
-
-    started = time.perf_counter()
-    try:
-        build_ugains(stage_checkpoints(config.models), device="cpu")
-    except Exception as error:
-        raise ModelLoadError(f"the models of this config cannot be loaded: {error}") from error
-    _LOG.info("models load (checked on the launcher in %.1f s)", time.perf_counter() - started)
 
 
 def build_pipeline(
@@ -334,7 +276,7 @@ def mine(
     root = config.output.root
     if is_local_uri(root):
         root = os.path.abspath(root)  # map URIs in the tables must not depend on the cwd
-    _check_output_root(root)
+    preflight.check_output_root(root)
     # The lock spans planning (reading the ledger) to recording (writing it), see ledger_lock.
     lock = (
         ledger_lock(config.output.root, fingerprint)
@@ -353,9 +295,9 @@ def mine(
         plan = plan_sources(config.sources, skip_uris=seen)
         if plan.num_frames == 0:
             return MiningResult(None, None, 0, plan.skipped, seconds=time.perf_counter() - started)
-        _check_checkpoint_files(config)
+        preflight.check_checkpoint_files(config)
         if check_models:
-            _check_models(config)
+            preflight.check_models(config)
 
         run_id, run_dir, write_dir = _new_run_dir(root, run_id, fingerprint)
         ctx = RunContext(

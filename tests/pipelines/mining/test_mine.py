@@ -31,8 +31,8 @@ from pipelines.elements import DecodedFrame, FrameRef
 from pipelines.mining.cli import EXIT_RUN_IN_PROGRESS
 from pipelines.mining.inference import RunUGainS, UGainSModelHandler
 from pipelines.mining.ledger import Ledger, RunInProgressError, ledger_lock
+from pipelines.mining.preflight import ModelLoadError
 from pipelines.mining.run import (
-    ModelLoadError,
     RunExistsError,
     _new_run_dir,
     build_pipeline,
