@@ -10,15 +10,13 @@ import torch
 
 from models.config import SamConfig
 from models.sam import build_sam, load_sam_checkpoint
-from models.training.sam import (
-    SamTrainingConfig,
+from models.training.sam import SamTrainingConfig, export_sam_weights, train_sam
+from models.training.sam_losses import (
     batch_loss,
-    export_sam_weights,
     low_res_targets,
     sam_losses,
     sample_points,
     step_generator,
-    train_sam,
 )
 
 
