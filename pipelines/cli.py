@@ -63,11 +63,9 @@ class _DropImportNoise(logging.Filter):
         return not record.getMessage().startswith(_IMPORT_NOISE)
 
 
-# The local job service relays every worker log line ("Worker: severity: WARN ..."). Without
-# Beam's gcp extra, a DirectRunner worker process logs a warning at import (the "apitools"
-# note), which gives its root logger a stderr handler: it has then printed each line itself on
-# the same stderr, and the relayed copy is dropped. With the extra installed the workers print
-# nothing themselves and the relay is kept (see _configure_logging).
+# The local job service relays every worker log line ("Worker: severity: WARN ..."). Local
+# worker processes (pipelines/beam_worker.py) print each line themselves on the same stderr,
+# so the relayed copy is dropped.
 _RELAY_LOGGER = "apache_beam.runners.portability.local_job_service"
 
 
@@ -80,11 +78,9 @@ def _configure_logging(level: str) -> None:
     # Without a handler on the root logger, Beam's import-time logging.warning would install
     # Python's default one (and its format) before ours.
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    workers_print_their_own = importlib.util.find_spec("apitools") is None
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropImportNoise())
-        if workers_print_their_own:
-            handler.addFilter(_DropRelayedWorkerLogs())
+        handler.addFilter(_DropRelayedWorkerLogs())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -134,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
     """Run one ``ugains review`` action; returns the exit status."""
     from pipelines.review.database import DatabaseError, review_database
 
+    # FiftyOne prints its own progress lines on stdout; passed on to our stderr handler as
+    # well, each would show twice.
+    logging.getLogger("fiftyone").propagate = False
     try:
         config = load_config(args.config, parse_overrides(args.overrides))
     except ConfigError as error:

@@ -590,3 +590,22 @@ def test_a_run_written_before_a_timing_column_existed_still_builds(
 
     summary = build_dataset(old, dataset_name)
     assert summary.added == 4
+
+
+def test_a_fiftyone_export_prints_its_progress_once(
+    built: Any, dataset_name: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    _confirm(built, ["drive_a/0#0"])
+    out = tmp_path / "fo"
+    argv = ["review", "export", "--dataset", dataset_name, "--tag", "confirmed"]
+    command = [sys.executable, "-m", "pipelines.cli", *argv, "--format", "fiftyone"]
+    # a process of its own: FiftyOne binds its progress handler to stdout when imported
+    done = subprocess.run(
+        [*command, "--out", str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout + done.stderr).count("Exporting samples") == 1
+    assert done.stdout.count(f"exported 1 confirmed detections to {out}") == 1
