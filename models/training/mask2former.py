@@ -2,17 +2,18 @@
 
 Pure PyTorch. The trainer takes *sources*: sequences whose items are ``(image, labels)`` with
 ``image [3, H, W]`` uint8 RGB and ``labels [H, W]`` int64 (train ids ``0..K-1``, 255 void,
-:data:`OUTLIER_ID` on pasted outlier objects). ``pipelines.training.mask2former`` reads them from
-disk.
+:data:`~models.training.mask2former_targets.OUTLIER_ID` on pasted outlier objects).
+``pipelines.training.mask2former`` reads them from disk; what the loop makes of a label map
+(augmented crops, mask targets, the outlier hinge) is :mod:`models.training.mask2former_targets`.
 
 * **semantic**: every parameter trains on transformers' ``Mask2FormerForUniversalSegmentation``
   loss (Hungarian matching; class CE + point-sampled mask BCE + dice, weights 2 / 5 / 5, "no
   object" weight 0.1; the same loss on the prediction before the decoder layer, the "auxiliary"
-  one of the 1-decoder-layer head). :func:`semantic_targets` turns label maps into its inputs.
+  one of the 1-decoder-layer head). ``semantic_targets`` turns label maps into its inputs.
 * **oe** (RbA, Nayal et al. ICCV 2023, configs ``ckpts/*_rba_ood_*/config.yaml`` of
   NazirNayal8/RbA): only the class head and the mask-embedding MLP train
   (:data:`OE_TRAINABLE_PREFIXES`); the loss is the semantic loss on the inlier classes (outlier
-  pixels in no target mask) plus a squared hinge on the RbA score (:func:`outlier_hinge_map`),
+  pixels in no target mask) plus a squared hinge on the RbA score (``outlier_hinge_map``),
   on the final and the auxiliary prediction alike.
 
 Images go through :meth:`models.mask2former.Mask2FormerSegmenter.normalize`, the inference
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.mask2former import IMAGENET_MEAN, Mask2FormerSegmenter, no_progress_bars
+from models.mask2former import Mask2FormerSegmenter, no_progress_bars
 from models.training.loop import (
     TrainingProgress,
     cosine_with_warmup,
@@ -43,26 +44,19 @@ from models.training.loop import (
     save_state,
     seed_everything,
 )
+from models.training.mask2former_targets import augment, rba_outlier_loss, semantic_targets
 from transforms.scores import rba_scores
 
 __all__ = [
     "OE_TRAINABLE_PREFIXES",
-    "OUTLIER_ID",
-    "VOID_ID",
     "Source",
     "TrainConfig",
     "TrainResult",
-    "augment",
     "configure_trainable",
     "export_huggingface",
-    "outlier_hinge_map",
-    "rba_outlier_loss",
-    "semantic_targets",
     "train_mask2former",
 ]
 
-VOID_ID = 255
-OUTLIER_ID = 254
 # RbA's FREEZE_TRANSFORMER_DECODER_EXCEPT_MLP (+ FREEZE_BACKBONE, FREEZE_PIXEL_DECODER): the
 # detectron2 `class_embed` and `mask_embed` MLP, under transformers' names.
 OE_TRAINABLE_PREFIXES = (
@@ -130,74 +124,6 @@ class TrainResult:
         return sum(tail) / len(tail) if tail else float("nan")
 
 
-def semantic_targets(labels: Tensor, num_classes: int = 19) -> tuple[list[Tensor], list[Tensor]]:
-    """Semantic label maps -> transformers' ``mask_labels`` / ``class_labels``.
-
-    Args:
-        labels: ``[B, H, W]`` integer train ids; values outside ``[0, num_classes)`` (void 255,
-            outliers 254, ...) belong to no mask.
-
-    Returns:
-        ``mask_labels``: B float32 tensors ``[N_b, H, W]`` of 0/1, one binary mask per class
-        present in image b, ascending class order; ``class_labels``: B int64 tensors ``[N_b]``.
-    """
-    if labels.ndim != 3 or labels.dtype.is_floating_point:
-        raise ValueError(
-            f"labels must be an integer [B, H, W] tensor, got {labels.dtype} {tuple(labels.shape)}"
-        )
-    classes = torch.arange(num_classes, device=labels.device)
-    one_hot = labels.long().unsqueeze(1) == classes.view(1, -1, 1, 1)  # [B, K, H, W]
-    present = one_hot.flatten(2).any(dim=2)  # [B, K]
-    masks = [one_hot[b, present[b]].float() for b in range(labels.shape[0])]
-    ids = [classes[present[b]] for b in range(labels.shape[0])]
-    return masks, ids
-
-
-def outlier_hinge_map(
-    scores: Tensor,
-    labels: Tensor,
-    *,
-    num_classes: int = 19,
-    inlier_threshold: float = 0.0,
-    outlier_threshold: float = 5.0,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """RbA's per-pixel squared hinges on an anomaly score (higher = more anomalous).
-
-    Inlier pixels (``0 <= label < num_classes``) pay ``relu(score - inlier_threshold)^2``,
-    outlier pixels (:data:`OUTLIER_ID`) ``relu(outlier_threshold - score)^2``; others pay 0.
-
-    Args:
-        scores: ``[B, H, W]`` float; labels: ``[B, H, W]`` integer.
-
-    Returns:
-        ``(hinge [B, H, W] float, inlier [B, H, W] bool, outlier [B, H, W] bool)``.
-    """
-    if scores.shape != labels.shape:
-        raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} differ")
-    inlier = (labels >= 0) & (labels < num_classes)
-    outlier = labels == OUTLIER_ID
-    hinge = torch.where(
-        inlier,
-        F.relu(scores - inlier_threshold) ** 2,
-        torch.where(outlier, F.relu(outlier_threshold - scores) ** 2, torch.zeros_like(scores)),
-    )
-    return hinge, inlier, outlier
-
-
-def rba_outlier_loss(scores: Tensor, labels: Tensor, **thresholds: float) -> Tensor:
-    """RbA's outlier loss: mean inlier hinge, averaged (x 0.5) with the mean outlier hinge.
-
-    As in RbA, the 0.5 applies only when the batch has outlier pixels; a batch without inlier
-    pixels contributes 0 for them (RbA would produce NaN). Arguments: :func:`outlier_hinge_map`.
-    Returns a scalar tensor.
-    """
-    hinge, inlier, outlier = outlier_hinge_map(scores, labels, **thresholds)
-    inlier_term = hinge[inlier].sum() / inlier.sum().clamp(min=1)
-    if not bool(outlier.any()):
-        return inlier_term
-    return 0.5 * (inlier_term + hinge[outlier].mean())
-
-
 def configure_trainable(model: nn.Module, stage: Stage) -> list[str]:
     """Set ``requires_grad`` for ``stage`` (all for semantic; RbA's heads for oe); return names."""
     for name, parameter in model.named_parameters():
@@ -206,56 +132,6 @@ def configure_trainable(model: nn.Module, stage: Stage) -> list[str]:
     if not names:
         raise ValueError(f"no parameter of {type(model).__name__} is trainable in stage {stage!r}")
     return names
-
-
-def augment(
-    image: Tensor,
-    labels: Tensor,
-    size: tuple[int, int],
-    generator: torch.Generator,
-    *,
-    scale_range: tuple[float, float] = (1.0, 1.0),
-    flip: bool = True,
-) -> tuple[Tensor, Tensor]:
-    """Random rescale (height fit to ``size[0]`` times a factor), crop/pad to ``size``, flip.
-
-    Args:
-        image: ``[3, H, W]`` uint8 RGB; labels: ``[H, W]`` integer.
-
-    Returns:
-        ``[3, h, w]`` float32 on the 0-255 scale (padding = the ImageNet mean colour, i.e. 0 after
-        normalisation) and ``[h, w]`` int64 (padding = void), ``(h, w) = size``.
-    """
-    out_h, out_w = size
-    height, width = int(image.shape[-2]), int(image.shape[-1])
-    low, high = scale_range
-    factor = out_h / height * (low + (high - low) * float(torch.rand((), generator=generator)))
-    new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
-    pixels = image.float()
-    labels = labels.long()
-    if (new_h, new_w) != (height, width):
-        pixels = F.interpolate(
-            pixels[None],
-            size=(new_h, new_w),
-            mode="bilinear",
-            align_corners=False,
-            antialias=factor < 1,
-        )[0]
-        labels = F.interpolate(
-            labels[None, None].float(), size=(new_h, new_w), mode="nearest-exact"
-        )[0, 0].long()
-    pad_h, pad_w = max(0, out_h - new_h), max(0, out_w - new_w)
-    if pad_h or pad_w:
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        pixels = F.pad(pixels - mean, (0, pad_w, 0, pad_h)) + mean
-        labels = F.pad(labels, (0, pad_w, 0, pad_h), value=VOID_ID)
-    top = int(torch.randint(0, pixels.shape[-2] - out_h + 1, (), generator=generator))
-    left = int(torch.randint(0, pixels.shape[-1] - out_w + 1, (), generator=generator))
-    pixels = pixels[:, top : top + out_h, left : left + out_w]
-    labels = labels[top : top + out_h, left : left + out_w]
-    if flip and float(torch.rand((), generator=generator)) < 0.5:
-        pixels, labels = pixels.flip(-1), labels.flip(-1)
-    return pixels.contiguous(), labels.contiguous()
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:

@@ -1,4 +1,5 @@
-"""models.training.mask2former: targets, the RbA outlier loss, freezing, resume, fp16 export."""
+"""models.training.mask2former and mask2former_targets: targets, the RbA outlier loss,
+freezing, resume, fp16 export."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ from models.mask2former import (
 )
 from models.training.mask2former import (
     OE_TRAINABLE_PREFIXES,
-    OUTLIER_ID,
     TrainConfig,
-    augment,
     export_huggingface,
+    train_mask2former,
+)
+from models.training.mask2former_targets import (
+    OUTLIER_ID,
+    augment,
     outlier_hinge_map,
     rba_outlier_loss,
     semantic_targets,
-    train_mask2former,
 )
 
 SIZE = (64, 128)
