@@ -11,7 +11,7 @@ from models.config import Mask2FormerConfig, SamConfig
 from models.mask2former import build_mask2former
 from models.sam import SamPrompter, build_sam
 from models.zoo import ZOO_DIR, resolve_zoo_path
-from pipelines.training.sam import frame_segments
+from pipelines.training.sam_data import frame_segments
 from pipelines.world.generate import split_frame
 from transforms.scores import semantic_segmentation
 

@@ -14,7 +14,7 @@ from models.config import SamConfig
 from models.sam import SamPrompter, build_sam
 from pipelines import cli
 from pipelines.training import sam as train_sam_module
-from pipelines.training.sam import SegmentFrames, StepBatches, frame_segments, world_sources
+from pipelines.training.sam_data import SegmentFrames, StepBatches, frame_segments, world_sources
 
 
 def test_segments_are_class_components_and_instances() -> None:
@@ -162,6 +162,7 @@ def test_an_interrupted_run_resumes_from_its_saved_step(tmp_path, monkeypatch) -
             raise KeyboardInterrupt
         return collate(items)
 
+    # Patched where _run looks it up: pipelines.training.sam imports it from sam_data.
     monkeypatch.setattr(train_sam_module, "_collate", dies_at_third_batch)
     with pytest.raises(KeyboardInterrupt):
         _train(root, run, steps=3)
