@@ -49,7 +49,9 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
-            importlib.import_module(module_name).configure_parser(sub)
+            module = importlib.import_module(module_name)
+            reads_argv = getattr(module, "PARSER_READS_ARGV", False)
+            module.configure_parser(sub, *([argv] if reads_argv else []))
     return parser
 
 

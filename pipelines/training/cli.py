@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Sequence
 
 TRAINERS: dict[str, tuple[str, str]] = {
     "mask2former": (
@@ -20,11 +21,18 @@ TRAINERS: dict[str, tuple[str, str]] = {
 }
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
+# The top-level parser passes argv here, so that only the chosen trainer (which imports torch)
+# is loaded: `ugains train --help` lists the trainers at once.
+PARSER_READS_ARGV = True
+
+
+def configure_parser(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     sub = parser.add_subparsers(dest="model", metavar="MODEL", required=True)
+    chosen = next((arg for arg in argv if arg in TRAINERS), None)
     for name, (module_name, help_text) in TRAINERS.items():
         trainer = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module_name).configure_parser(trainer)
+        if name == chosen:
+            importlib.import_module(module_name).configure_parser(trainer)
 
 
 def run(args: argparse.Namespace) -> int:

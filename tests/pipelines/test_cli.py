@@ -31,6 +31,9 @@ print("heavy", ",".join(heavy) or "none")
         ["runs", "--help"],
         ["review", "--help"],
         ["world", "generate", "--help"],
+        ["weights", "--help"],
+        ["train", "--help"],  # lists the trainers; `train sam --help` loads the SAM trainer
+        ["train"],  # no trainer named: an argument error
     ],
     ids=lambda argv: " ".join(argv),
 )
