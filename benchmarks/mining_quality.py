@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass
@@ -48,11 +49,21 @@ class WorldQuality:
     log_frames: int
 
 
-def generate(root: Path, seed: int, test_frames: int, log_frames: int, logs: int = 2) -> None:
-    """The held-out test split and ``logs`` drive logs of the world of ``seed`` under ``root``."""
+def generate(
+    root: Path,
+    seed: int,
+    test_frames: int,
+    log_frames: int,
+    logs: int = 2,
+    anomaly_fraction: float | None = None,
+) -> None:
+    """The held-out test split and ``logs`` drive logs of the world of ``seed`` under ``root``
+    (``anomaly_fraction``: share of log frames with an object; the world's default if None)."""
     from pipelines.world.generate import WorldSpec, write_world
 
     spec = WorldSpec(seed=seed, test=test_frames, logs=logs, log_frames=log_frames)
+    if anomaly_fraction is not None:
+        spec = dataclasses.replace(spec, anomaly_fraction=anomaly_fraction)
     write_world(root, spec, splits=("test", "logs"))
 
 

@@ -3,7 +3,9 @@
 A change that makes the anomaly scoring, the prompting or the mining run worse fails here.
 The world is generated from seed 1 (the models were trained on seed 0's train/ood splits);
 floors sit a little below the figures measured when the weights were shipped (this test's own
-50 frames and log; the 100-frame, two-log table is in benchmarks/RESULTS.md, "Road world").
+50 frames; the 100-frame, two-log table is in benchmarks/RESULTS.md, "Road world"). The drive
+log is short and dense (objects on about half its frames, where real logs have a few percent),
+so that frame gating meets many frames with objects in little time.
 
 The fused variants' FPR95 is not gated: with the world's scores every mask scores about -0.9
 and unmasked pixels get the fusion's -1, so whatever a mask covers outranks the many anomaly
@@ -23,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 SEED = 1
 TEST_FRAMES = 50
-LOG_FRAMES = 200
+LOG_FRAMES = 60
+LOG_ANOMALY_FRACTION = 0.5
 VARIANTS = (("rba", "-"), ("ugains", "fps"), ("oracle", "-"))
 
 # Percent, as `ugains evaluate` prints them. Measured at shipping (seed 1, 50 frames, the
@@ -52,7 +55,7 @@ CEILINGS: dict[tuple[str, str], dict[str, float]] = {
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("world")
-    generate(root, SEED, TEST_FRAMES, LOG_FRAMES, logs=1)
+    generate(root, SEED, TEST_FRAMES, LOG_FRAMES, logs=1, anomaly_fraction=LOG_ANOMALY_FRACTION)
     return root
 
 
@@ -83,5 +86,5 @@ def test_mining_a_drive_log_never_gates_away_a_frame_with_an_object(world: Path)
     score = mine_logs(world, world / "mining")
     print(score.summary())
     assert score.planted > 0
-    assert score.frames_with_objects > 0
+    assert score.frames_with_objects >= 10
     assert score.gated_frames_with_objects == 0, score.summary()
