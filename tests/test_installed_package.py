@@ -23,7 +23,7 @@ import yaml
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-CLOUDPICKLE = "--pickle_library=cloudpickle"  # the pickler Dataflow's Runner v2 defaults to
+CLOUDPICKLE = "--pickle_library=cloudpickle"  # Beam 2.77's default pickler, named explicitly
 
 
 def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
