@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,8 +35,17 @@ def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
 
 def test_a_run_from_the_installed_wheel_elsewhere_with_cloudpickle(tmp_path: Path) -> None:
     dist, site, work = tmp_path / "dist", tmp_path / "site", tmp_path / "elsewhere"
+    # What setup.py packages, copied: building in the repository would leave build/ there.
+    source = tmp_path / "source"
+    for name in ("setup.py", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, source / name)
+    for package in ("pipelines", "models", "transforms"):
+        shutil.copytree(
+            REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)])
+    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)])
     (wheel,) = dist.glob("ugains-*.whl")
     _run([*pip, "install", "--no-deps", "--no-compile", "--target", str(site), str(wheel)])
 

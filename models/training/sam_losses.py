@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,9 +30,7 @@ from torch import Tensor
 
 from models.sam import preprocess_frames, resized_size
 from models.training.paste import paste_random_objects
-
-if TYPE_CHECKING:  # the recipe's fields only; models.training.sam imports this module
-    from models.training.sam import SamTrainingConfig
+from models.training.sam_recipe import SamTrainingConfig
 
 __all__ = [
     "SamBatchLoss",

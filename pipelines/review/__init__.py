@@ -52,8 +52,8 @@ from pipelines.review.fields import (
     REVIEW_TAGS,
     ReviewError,
 )
-from pipelines.review.runs import MiningRun, decode_mask, read_run
-from pipelines.review.samples import heatmap_scores, mask_iou
+from pipelines.review.runs import MiningRun, read_run
+from pipelines.review.samples import decode_mask, heatmap_scores, mask_iou
 
 __all__ = [
     "ANOMALIES",

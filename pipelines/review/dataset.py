@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipelines.review.fields import (
     ANOMALIES,
@@ -13,10 +15,11 @@ from pipelines.review.fields import (
     LABEL,
     PATCHES_VIEW,
     RANKED_VIEW,
+    SAMPLE_FORMAT,
     ReviewError,
 )
-from pipelines.review.runs import MiningRun, frame_images, read_run
-from pipelines.review.samples import carry_review, detection_of, sample_fields
+from pipelines.review.runs import MiningRun, frame_images, local_path, read_run
+from pipelines.review.samples import carry_review, detection_of, display_scores, read_png
 
 if TYPE_CHECKING:
     import fiftyone as fo
@@ -85,6 +88,52 @@ def build_dataset(run_dir: str | Path, name: str, top_k: int = 50) -> BuildSumma
     summary = BuildSummary(added=len(added), updated=updated, unchanged=unchanged)
     logger.debug("dataset %s from %s: %s", name, run.path, summary)  # the command prints it
     return summary
+
+
+def _content_hash(frame: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    # The sample format is part of the hash: a build by a newer version rewrites old samples.
+    blob = json.dumps([SAMPLE_FORMAT, frame, rows], sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def sample_fields(
+    run: MiningRun, key: str, image: Path, detections: list[fo.Detection]
+) -> dict[str, Any]:
+    import fiftyone as fo
+
+    frame, rows = run.frames[key], run.candidates[key]
+    fields: dict[str, Any] = {
+        "filepath": str(image),
+        "metadata": fo.ImageMetadata(width=frame["frame_width"], height=frame["frame_height"]),
+        ANOMALIES: fo.Detections(detections=detections),
+        "log_id": frame["log_id"],
+        "frame_key": key,
+        "frame_index": frame["frame_index"],
+        "timestamp": frame["timestamp"],
+        "frame_uri": frame["frame_uri"],
+        "run_id": frame["run_id"],
+        "max_score": max(float(r["score"]) for r in rows),
+        "max_anomaly_score": float(frame["max_anomaly_score"]),
+        "max_fused_score": float(frame["max_fused_score"]),
+        "ugains_hash": _content_hash(frame, rows),
+        "anomaly_map": None,
+        "semantic": None,
+    }
+    if frame["fused_map_uri"]:
+        png = local_path(frame["fused_map_uri"], run.path, f"fused map of {key}")
+        lo, hi = float(frame["fused_map_min"]), float(frame["fused_map_max"])
+        fields["anomaly_map"] = fo.Heatmap(
+            map=display_scores(read_png(png, key), lo, hi),
+            range=[lo, hi] if hi > lo else [lo, lo + 1.0],
+            png_path=str(png),
+            score_min=lo,
+            score_max=hi,
+        )
+    if frame["semantic_uri"]:
+        fields["semantic"] = fo.Segmentation(
+            mask_path=str(local_path(frame["semantic_uri"], run.path, f"semantic map of {key}"))
+        )
+    return fields
 
 
 def _update_dataset_info(dataset: fo.Dataset, run: MiningRun) -> None:

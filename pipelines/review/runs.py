@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -178,14 +177,3 @@ def _decode_video_frames(
                 cv2.imwrite(str(images[key]), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
     finally:
         capture.release()
-
-
-def decode_mask(row: dict[str, Any]) -> np.ndarray:
-    """The full-frame boolean mask ``[frame_height, frame_width]`` of an instance row."""
-    from transforms.masks import decode_rle  # imports torch: not at `review --help` time
-
-    try:
-        mask = decode_rle(row["mask_rle"], row["frame_height"], row["frame_width"])
-    except ValueError as error:
-        raise ReviewError(f"mask_rle of {row['instance_id']}: {error}") from None
-    return mask.numpy()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,14 +10,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipelines.review.fields import (
-    ANOMALIES,
     HEATMAP_LONG_SIDE,
     LABEL,
     MATCH_IOU,
-    SAMPLE_FORMAT,
     ReviewError,
 )
-from pipelines.review.runs import MiningRun, decode_mask, local_path
 
 if TYPE_CHECKING:
     import fiftyone as fo
@@ -104,53 +99,8 @@ def carry_review(
     return new + kept
 
 
-def _content_hash(frame: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    # The sample format is part of the hash: a build by a newer version rewrites old samples.
-    blob = json.dumps([SAMPLE_FORMAT, frame, rows], sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
-
-
-def sample_fields(
-    run: MiningRun, key: str, image: Path, detections: list[fo.Detection]
-) -> dict[str, Any]:
-    import fiftyone as fo
-
-    frame, rows = run.frames[key], run.candidates[key]
-    fields: dict[str, Any] = {
-        "filepath": str(image),
-        "metadata": fo.ImageMetadata(width=frame["frame_width"], height=frame["frame_height"]),
-        ANOMALIES: fo.Detections(detections=detections),
-        "log_id": frame["log_id"],
-        "frame_key": key,
-        "frame_index": frame["frame_index"],
-        "timestamp": frame["timestamp"],
-        "frame_uri": frame["frame_uri"],
-        "run_id": frame["run_id"],
-        "max_score": max(float(r["score"]) for r in rows),
-        "max_anomaly_score": float(frame["max_anomaly_score"]),
-        "max_fused_score": float(frame["max_fused_score"]),
-        "ugains_hash": _content_hash(frame, rows),
-        "anomaly_map": None,
-        "semantic": None,
-    }
-    if frame["fused_map_uri"]:
-        png = local_path(frame["fused_map_uri"], run.path, f"fused map of {key}")
-        lo, hi = float(frame["fused_map_min"]), float(frame["fused_map_max"])
-        fields["anomaly_map"] = fo.Heatmap(
-            map=display_scores(_read_png(png, key), lo, hi),
-            range=[lo, hi] if hi > lo else [lo, lo + 1.0],
-            png_path=str(png),
-            score_min=lo,
-            score_max=hi,
-        )
-    if frame["semantic_uri"]:
-        fields["semantic"] = fo.Segmentation(
-            mask_path=str(local_path(frame["semantic_uri"], run.path, f"semantic map of {key}"))
-        )
-    return fields
-
-
-def _read_png(path: Path, key: str) -> np.ndarray:
+def read_png(path: Path, key: str) -> np.ndarray:
+    """An 8-bit grey fused-map PNG of the run; ``key`` names its frame in the error."""
     import cv2
 
     png = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -186,5 +136,16 @@ def display_scores(png: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 def heatmap_scores(heatmap: fo.Heatmap) -> np.ndarray:
     """The fused scores ``[H, W]`` float32 of an ``anomaly_map`` at the run's resolution."""
-    png = _read_png(Path(heatmap.png_path), heatmap.png_path)
+    png = read_png(Path(heatmap.png_path), heatmap.png_path)
     return png_scores(png, heatmap.score_min, heatmap.score_max)
+
+
+def decode_mask(row: dict[str, Any]) -> np.ndarray:
+    """The full-frame boolean mask ``[frame_height, frame_width]`` of an instance row."""
+    from transforms.masks import decode_rle  # imports torch: not at `review --help` time
+
+    try:
+        mask = decode_rle(row["mask_rle"], row["frame_height"], row["frame_width"])
+    except ValueError as error:
+        raise ReviewError(f"mask_rle of {row['instance_id']}: {error}") from None
+    return mask.numpy()

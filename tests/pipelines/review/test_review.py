@@ -573,7 +573,7 @@ def test_a_box_without_mask_that_ends_at_the_frame_edge_stays_inside_the_frame()
 def test_a_newer_sample_format_rewrites_every_frame_of_an_older_build(
     built: Any, run_a: SyntheticRun, dataset_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pipelines.review.samples.SAMPLE_FORMAT", 3)
+    monkeypatch.setattr("pipelines.review.dataset.SAMPLE_FORMAT", 3)
     assert build_dataset(run_a.path, dataset_name) == BuildSummary(added=0, updated=4, unchanged=0)
     assert build_dataset(run_a.path, dataset_name) == BuildSummary(added=0, updated=0, unchanged=4)
 
