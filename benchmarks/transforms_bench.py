@@ -16,8 +16,10 @@ from collections.abc import Callable
 
 import torch
 
-from transforms.fusion import fuse_scores, mask_scores
-from transforms.nms import ignore_filter, mask_nms
+from transforms.fusion import fuse_scores
+from transforms.ignore import ignore_filter
+from transforms.mask_scores import mask_scores
+from transforms.nms import mask_nms
 from transforms.sampling import candidate_points, farthest_point_sampling
 from transforms.scores import rba_scores
 

@@ -16,6 +16,8 @@ from torch import Tensor
 
 from models.config import MethodConfig, ModelsConfig
 from transforms import fusion, nms, sampling, scores
+from transforms.ignore import ignore_filter
+from transforms.mask_scores import mask_scores
 
 __all__ = [
     "FrameResult",
@@ -308,24 +310,24 @@ class UGainS:
         points: Tensor,
     ) -> dict:
         """Steps 7-10 for one frame: score, de-duplicate, drop ignored, fuse."""
-        mask_scores = fusion.mask_scores(anomaly, masks, empty_value=method.empty_mask_score)
-        keep = nms.mask_nms(masks, mask_scores, iou_threshold=method.nms_iou_threshold)
+        scores_of_masks = mask_scores(anomaly, masks, empty_value=method.empty_mask_score)
+        keep = nms.mask_nms(masks, scores_of_masks, iou_threshold=method.nms_iou_threshold)
         if ignore is not None and keep.numel() > 0:
-            outside = nms.ignore_filter(masks[keep], ignore, max_pixels=method.ignore_max_pixels)
+            outside = ignore_filter(masks[keep], ignore, max_pixels=method.ignore_max_pixels)
             keep = keep[outside]
-        masks, mask_scores = masks[keep], mask_scores[keep]
+        masks, scores_of_masks = masks[keep], scores_of_masks[keep]
         if method.mode == "rba":
             fused = anomaly.clone()
         else:
             fused = fusion.fuse_scores(
-                anomaly, masks, mask_scores, empty_value=method.fusion_empty_value
+                anomaly, masks, scores_of_masks, empty_value=method.fusion_empty_value
             )
         return {
             "semantic": semantic.to(torch.uint8).cpu(),
             "anomaly_score": anomaly.cpu(),
             "fused_score": fused.float().cpu(),
             "masks": masks.cpu(),
-            "scores": mask_scores.float().cpu(),
+            "scores": scores_of_masks.float().cpu(),
             "sam_iou": sam_iou[keep].cpu(),
             "points": points[keep].long().cpu(),
         }

@@ -3,8 +3,10 @@
 - ``transforms.scores``: per-pixel anomaly scores from Mask2Former outputs (step 2).
 - ``transforms.sampling``: candidate points, FPS / k-means / random / oracle / grid prompts
   (steps 3-5).
-- ``transforms.nms``: mask NMS and the ignore-region filter (steps 8-9).
-- ``transforms.fusion``: mask scores and the RbA-ensemble fusion (steps 7 and 10).
+- ``transforms.mask_scores``: the mean anomaly score inside each mask (step 7).
+- ``transforms.nms``: mask non-maximum suppression (step 8).
+- ``transforms.ignore``: the ignore-region filter (step 9).
+- ``transforms.fusion``: the RbA-ensemble fusion of mask and pixel scores (step 10).
 - ``transforms.masks``: boxes, COCO RLE, context crops.
 - ``transforms.metrics``: evaluation metrics.
 """

@@ -1,4 +1,4 @@
-"""Mask non-maximum suppression and the ignore-region filter (docs/method.md steps 8-9)."""
+"""Mask non-maximum suppression (docs/method.md step 8)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import torch
 
 from transforms._validate import (
     check_bool,
-    check_count,
     check_float,
     check_no_nan,
     check_same_device,
     check_same_shape,
 )
 
-__all__ = ["ignore_filter", "mask_iou", "mask_nms"]
+__all__ = ["mask_iou", "mask_nms"]
 
 # Largest float temporary (elements) of the pairwise product; beyond it the pixel axis is
 # processed in blocks (e.g. a 1024-mask dense grid at full resolution).
@@ -92,23 +91,3 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0
         if keep[i]:
             keep[i + 1 :] &= ~overlaps[i, i + 1 :]
     return order[torch.from_numpy(keep).to(order.device)]
-
-
-def ignore_filter(masks: torch.Tensor, ignore: torch.Tensor, max_pixels: int = 100) -> torch.Tensor:
-    """Keep-flags of masks with fewer than ``max_pixels`` pixels in the ignore region (step 9).
-
-    Args:
-        masks: ``[M, H, W]`` bool.
-        ignore: ``[H, W]`` bool, True = ignored pixel.
-        max_pixels: a mask with ``>= max_pixels`` ignored pixels is dropped.
-
-    Returns:
-        ``[M]`` bool, True = keep.
-    """
-    _check_masks(masks)
-    check_bool("ignore", ignore, ndim=2)
-    check_same_shape("ignore", ignore.shape, "masks", masks.shape[1:])
-    check_same_device("ignore", ignore, "masks", masks)
-    check_count("max_pixels", max_pixels)
-    inside = torch.logical_and(masks, ignore).flatten(1).sum(dim=1)
-    return inside < max_pixels

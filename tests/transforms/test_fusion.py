@@ -7,8 +7,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from transforms import fusion
-from transforms.fusion import fuse_scores, mask_scores
+from transforms import mask_scores as mask_scores_module
+from transforms.fusion import fuse_scores
+from transforms.mask_scores import mask_scores
 
 
 def random_case(m: int, height: int, width: int, seed: int):
@@ -115,7 +116,7 @@ def test_many_masks_are_processed_in_blocks(monkeypatch: pytest.MonkeyPatch) -> 
     """The float copy of the masks stays under the block budget (a dense 32x32 grid at
     1024x2048 would otherwise be one 8 GiB float32 temporary); results are unchanged."""
     budget = 4 * 16 * 16
-    monkeypatch.setattr(fusion, "_MAX_BLOCK_ELEMENTS", budget)
+    monkeypatch.setattr(mask_scores_module, "_MAX_BLOCK_ELEMENTS", budget)
     score, masks = random_case(21, 16, 16, seed=9)
     with LargestFloatTensor() as largest:
         scores = mask_scores(score, masks)

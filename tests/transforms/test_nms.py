@@ -1,4 +1,4 @@
-"""Mask NMS and the ignore filter against plain-loop references (docs/method.md steps 8-9)."""
+"""Mask NMS against plain-loop references (docs/method.md step 8)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.nms import ignore_filter, mask_iou, mask_nms
+from transforms.nms import mask_iou, mask_nms
 
 
 def pixel_sets(masks: torch.Tensor) -> list[set]:
@@ -157,35 +157,6 @@ def test_mask_nms_kept_masks_are_ranked_apart_and_cover_every_suppressed_one(
         assert any(iou[i, j] > thr and rank[j] < rank[i] for j in kept)
 
 
-@pytest.mark.parametrize(("m", "height", "width"), [(1, 4, 4), (7, 12, 13), (15, 20, 20)])
-def test_ignore_filter_matches_reference(m, height, width, device) -> None:
-    masks = random_masks(m, height, width, seed=m + 7)
-    ignore = torch.zeros(height, width, dtype=torch.bool)
-    ignore[height // 2 :, :] = True
-    sets = pixel_sets(masks)
-    ignored = pixel_sets(ignore[None])[0]
-    for max_pixels in (1, 5, 20, 100):
-        expected = [len(s & ignored) < max_pixels for s in sets]
-        got = ignore_filter(masks.to(device), ignore.to(device), max_pixels=max_pixels)
-        assert got.dtype == torch.bool
-        assert got.device == device
-        assert got.cpu().tolist() == expected
-
-
-def test_ignore_filter_99_and_100_pixels(device) -> None:
-    ignore = torch.zeros(20, 20, dtype=torch.bool, device=device)
-    ignore[10:, :] = True  # bottom half, e.g. the car hood
-    masks = torch.zeros(4, 20, 20, dtype=torch.bool, device=device)
-    masks[0].view(-1)[200:299] = True  # 99 ignored pixels: kept
-    masks[1].view(-1)[200:300] = True  # exactly 100: dropped
-    masks[2].view(-1)[101:300] = True  # 99 outside + 100 inside: dropped
-    masks[3, :10, :] = True  # 200 pixels, none ignored: kept
-    assert ignore_filter(masks, ignore).tolist() == [True, False, False, True]
-    assert ignore_filter(masks, ignore, max_pixels=101).tolist() == [True, True, True, True]
-    empty = torch.zeros(0, 20, 20, dtype=torch.bool, device=device)
-    assert ignore_filter(empty, ignore).shape == (0,)
-
-
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -212,16 +183,6 @@ def test_ignore_filter_99_and_100_pixels(device) -> None:
         (
             lambda: mask_nms(torch.zeros(1, 3, 3, dtype=torch.bool), torch.zeros(1), 1.5),
             r"iou_threshold must be in \[0, 1\]",
-        ),
-        (
-            lambda: ignore_filter(
-                torch.zeros(1, 3, 3, dtype=torch.bool), torch.zeros(3, 4, dtype=torch.bool)
-            ),
-            r"ignore shape \(3, 4\) does not match masks shape \(3, 3\)",
-        ),
-        (
-            lambda: ignore_filter(torch.zeros(1, 3, 3, dtype=torch.bool), torch.zeros(3, 3)),
-            "ignore must have dtype torch.bool",
         ),
         (lambda: mask_iou(torch.zeros(3, 3, dtype=torch.bool)), "masks must have 3 dimensions"),
     ],
