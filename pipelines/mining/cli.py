@@ -57,7 +57,7 @@ def _ground_truth(config: MiningConfig, paths: Sequence[str], *, demo: bool) -> 
 
 def format_candidates(run_dir: str, limit: int = 10) -> str:
     """The top ``limit`` candidates of a run as a text table."""
-    from pipelines.mining.sinks import read_table
+    from pipelines.mining.tables import read_table
 
     table = read_table(run_dir, "candidates").slice(0, limit)
     header = (

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.locks import file_lock
-from pipelines.mining.sinks import read_table
+from pipelines.mining.tables import read_table
 
 __all__ = ["LEDGER_SCHEMA", "Ledger", "RunInProgressError", "ledger_lock", "ledger_path"]
 

@@ -266,8 +266,8 @@ def mine(
     from pipelines.mining.rows import RunContext
     from pipelines.mining.runs import clean_staging, commit_run, crash_point, reconcile_ledger
     from pipelines.mining.schema import TABLES
-    from pipelines.mining.sinks import count_rows
     from pipelines.mining.sources import plan_sources
+    from pipelines.mining.tables import count_rows
 
     started = time.perf_counter()
     options = pipeline_options(config, beam_args)

@@ -5,31 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import apache_beam as beam
-import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.mining.schema import TABLES
+from pipelines.mining.tables import SINGLE_FILE_TABLES, table_path
 
-__all__ = [
-    "TopCandidates",
-    "WriteTable",
-    "count_rows",
-    "rank_candidates",
-    "read_table",
-    "table_files",
-    "table_path",
-]
-
-# Sharded tables are folders of part files; candidates is one file.
-SINGLE_FILE_TABLES = ("candidates",)
-
-
-def table_path(run_dir: str, table: str) -> str:
-    """``<run_dir>/candidates.parquet`` or the folder ``<run_dir>/<table>/``."""
-    if table in SINGLE_FILE_TABLES:
-        return FileSystems.join(run_dir, f"{table}.parquet")
-    return FileSystems.join(run_dir, table)
+__all__ = ["TopCandidates", "WriteTable", "rank_candidates"]
 
 
 class WriteTable(beam.PTransform):
@@ -79,31 +60,3 @@ class TopCandidates(beam.PTransform):
             | "Top" >> beam.combiners.Top.Of(self.n, key=_rank_key)
             | "Rank" >> beam.FlatMap(rank_candidates)
         )
-
-
-def table_files(run_dir: str, table: str) -> list[str]:
-    """The Parquet files of a table of a run directory (none if it was not written)."""
-    path = table_path(run_dir, table)
-    pattern = path if table in SINGLE_FILE_TABLES else FileSystems.join(path, "*.parquet")
-    matches = FileSystems.match([pattern])[0].metadata_list
-    return sorted(meta.path for meta in matches)
-
-
-def read_table(run_dir: str, table: str) -> pa.Table:
-    """Read a table of a run directory (local or FileSystems URI) with its declared schema."""
-    parts = []
-    for path in table_files(run_dir, table):
-        with FileSystems.open(path) as handle:
-            parts.append(pq.read_table(handle, schema=TABLES[table]))
-    if not parts:
-        return TABLES[table].empty_table()
-    return pa.concat_tables(parts)
-
-
-def count_rows(run_dir: str, table: str) -> int:
-    """Rows of a table, from the Parquet footers (no data read)."""
-    total = 0
-    for path in table_files(run_dir, table):
-        with FileSystems.open(path) as handle:
-            total += pq.ParquetFile(handle).metadata.num_rows
-    return total

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.elements import split_video_uri
-from pipelines.mining.schema import CANDIDATES_SCHEMA, SCHEMA_VERSION
+from pipelines.mining.schema import CANDIDATES_SCHEMA
+from pipelines.mining.tables import TableError, read_table
 from pipelines.review.fields import ReviewError
 
 if TYPE_CHECKING:
@@ -59,23 +58,11 @@ FRAME_COLUMNS = (
 )
 
 
-def _read_table(path: Path, expected: str, columns: Sequence[str]) -> list[dict[str, Any]]:
+def _rows(run_dir: Path, table: str, columns: Sequence[str]) -> list[dict[str, Any]]:
     try:
-        schema = pq.read_schema(path)
-        metadata = schema.metadata or {}
-        name = metadata.get(b"ugains.table", b"").decode()
-        version = metadata.get(b"ugains.schema_version", b"").decode()
-        if name != expected or version != str(SCHEMA_VERSION):
-            raise ReviewError(
-                f"{path} is table {name or '?'!r} version {version or '?'}, expected "
-                f"{expected!r} version {SCHEMA_VERSION}"
-            )
-        missing = [c for c in columns if c not in schema.names]
-        if missing:
-            raise ReviewError(f"{path} lacks the column(s) {', '.join(missing)}")
-        return pq.read_table(path, columns=list(columns)).to_pylist()
-    except (OSError, pa.ArrowException) as error:
-        raise ReviewError(f"cannot read Parquet table {path}: {error}") from None
+        return read_table(str(run_dir), table, list(columns)).to_pylist()
+    except TableError as error:
+        raise ReviewError(str(error)) from None
 
 
 def run_info(path: Path) -> dict[str, Any]:
@@ -99,11 +86,8 @@ def read_run(run_dir: str | Path) -> MiningRun:
     info = run_info(path)
     # The crops are re-cut from the frames by `pool`; the PNG bytes are not needed here.
     candidate_columns = [n for n in CANDIDATES_SCHEMA.names if n != "crop_png"]
-    rows = _read_table(path / "candidates.parquet", "candidates", candidate_columns)
-    frames: dict[str, dict[str, Any]] = {}
-    for shard in sorted((path / "frames").glob("*.parquet")):
-        for row in _read_table(shard, "frames", FRAME_COLUMNS):
-            frames[row["frame_key"]] = row
+    rows = _rows(path, "candidates", candidate_columns)
+    frames = {row["frame_key"]: row for row in _rows(path, "frames", FRAME_COLUMNS)}
     candidates: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in sorted(rows, key=lambda r: r["rank"]):
         if row["frame_key"] not in frames:

@@ -30,7 +30,8 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from pipelines.elements import split_video_uri
-from pipelines.mining.sinks import rank_candidates, read_table
+from pipelines.mining.sinks import rank_candidates
+from pipelines.mining.tables import read_table
 from transforms.masks import decode_rle
 from transforms.nms import mask_iou
 

@@ -41,7 +41,7 @@ from pipelines.mining.run import (
     with_mining_defaults,
 )
 from pipelines.mining.schema import TABLES
-from pipelines.mining.sinks import read_table, table_files
+from pipelines.mining.tables import read_table, table_files
 from pipelines.runners import UnsupportedRunnerError, pipeline_options, runner_for
 
 MODEL_SIZE = [64, 128]

@@ -18,7 +18,7 @@ from pipelines.config import parse_config
 from pipelines.mining.ledger import Ledger
 from pipelines.mining.run import mine, with_mining_defaults
 from pipelines.mining.runs import committed_runs
-from pipelines.mining.sinks import read_table
+from pipelines.mining.tables import read_table
 from tests.fixtures.object_store import ROOT_ENV, upload
 
 pytestmark = pytest.mark.slow

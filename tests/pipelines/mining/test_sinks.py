@@ -6,17 +6,13 @@ from pathlib import Path
 
 import apache_beam as beam
 import pyarrow.parquet as pq
+import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.mining.schema import ERRORS_SCHEMA
-from pipelines.mining.sinks import (
-    TopCandidates,
-    WriteTable,
-    count_rows,
-    rank_candidates,
-    read_table,
-)
+from pipelines.mining.sinks import TopCandidates, WriteTable, rank_candidates
+from pipelines.mining.tables import TableError, count_rows, read_table
 
 
 def instance(score: float, instance_id: str) -> dict:
@@ -78,3 +74,27 @@ def test_write_table_writes_the_declared_schema_with_its_metadata(tmp_path: Path
 def test_reading_a_table_that_was_not_written_gives_an_empty_table(tmp_path: Path) -> None:
     assert read_table(str(tmp_path), "frames").num_rows == 0
     assert count_rows(str(tmp_path), "frames") == 0
+
+
+def test_a_reader_asks_for_its_columns_and_foreign_files_are_refused(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.mining.schema import FRAMES_SCHEMA
+
+    folder = tmp_path / "run" / "errors"
+    folder.mkdir(parents=True)
+    row = {field.name: "x" if pa.types.is_string(field.type) else 0 for field in ERRORS_SCHEMA}
+    row.update(frame_uri="a.png", frame_key="log/000000", stage="decode", reason="bad")
+    table = pa.Table.from_pylist([row], schema=ERRORS_SCHEMA)
+    pq.write_table(table.drop_columns(["reason"]), folder / "part-0.parquet")
+    run = str(tmp_path / "run")
+
+    assert read_table(run, "errors", ["frame_uri", "stage"]).to_pylist() == [
+        {"frame_uri": "a.png", "stage": "decode"}
+    ]
+    with pytest.raises(TableError, match=r"part-0\.parquet lacks the column\(s\) reason"):
+        read_table(run, "errors")
+    pq.write_table(FRAMES_SCHEMA.empty_table(), folder / "part-1.parquet")
+    with pytest.raises(TableError, match=r"part-1\.parquet is table 'frames' version"):
+        read_table(run, "errors", ["frame_uri"])
