@@ -24,13 +24,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, get_args
 
-import torch
-
-from models.config import Mask2FormerConfig
+from models.config import Mask2FormerArchitecture, Mask2FormerConfig
 from models.errors import CheckpointError
-from models.mask2former import ARCHITECTURES, architecture_config, build_mask2former
-from pipelines.training.mask2former_data import CityscapesSplit, WorldSplit
+
+if TYPE_CHECKING:
+    import torch
+
+# torch, transformers and the data are imported when training starts: `--help` prints at once.
 
 _LOG = logging.getLogger(__name__)
 STAGES = ("semantic", "oe")
@@ -59,7 +61,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="start from this Hugging Face directory (required by --stage oe)",
     )
-    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="tiny_1dl")
+    parser.add_argument(
+        "--architecture", choices=sorted(get_args(Mask2FormerArchitecture)), default="tiny_1dl"
+    )
     parser.add_argument("--steps", type=int, default=1000, help="semantic steps")
     parser.add_argument("--oe-steps", type=int, default=250, help="outlier-exposure steps")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -127,7 +131,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _new_model(args: argparse.Namespace) -> torch.nn.Module:
-    from models.mask2former import Mask2FormerMultiLevelForUniversalSegmentation
+    import torch
+
+    from models.mask2former import (
+        Mask2FormerMultiLevelForUniversalSegmentation,
+        architecture_config,
+    )
 
     config = architecture_config(args.architecture)
     config.backbone_config.drop_path_rate = args.drop_path
@@ -136,6 +145,8 @@ def _new_model(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def _load(directory: str | Path, architecture: str) -> torch.nn.Module:
+    from models.mask2former import build_mask2former
+
     return build_mask2former(_hf_config(directory, architecture)).model
 
 
@@ -146,8 +157,12 @@ def _set_num_points(model: torch.nn.Module, points: int) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from models.mask2former import build_mask2former
     from models.training.evaluation import evaluate_frames
     from models.training.mask2former import TrainConfig, export_huggingface, train_mask2former
+    from pipelines.training.mask2former_data import CityscapesSplit, WorldSplit
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -260,6 +275,7 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _model_card(args: argparse.Namespace, card: dict[str, object]) -> str:
+    import torch
     import transformers
 
     command = _command(args)

@@ -20,20 +20,15 @@ import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, get_args
 
-import torch
-from torch.utils.data import DataLoader
+from models.config import SamModelType
+from models.training.sam_recipe import SamTrainingConfig
 
-from models.config import SamConfig
-from models.sam import SAM_ARCHITECTURES, build_sam
-from models.training.sam import SamTrainingConfig, export_sam_weights, train_sam
-from pipelines.training.sam_data import (
-    SegmentFrames,
-    StepBatches,
-    _collate,
-    cityscapes_sources,
-    world_sources,
-)
+if TYPE_CHECKING:
+    import torch
+
+# torch, the model and the data are imported when training starts: `--help` prints at once.
 
 __all__ = ["configure_parser", "run"]
 
@@ -51,7 +46,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory")
     defaults = SamTrainingConfig()
-    parser.add_argument("--model-type", default="vit_tiny_512", choices=sorted(SAM_ARCHITECTURES))
+    parser.add_argument(
+        "--model-type", default="vit_tiny_512", choices=sorted(get_args(SamModelType))
+    )
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument(
         "--batch-size", type=int, default=defaults.batch_size, help="frames per step"
@@ -95,6 +92,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _use_bf16(precision: str, device: torch.device) -> bool:
+    import torch
+
     if precision != "auto":
         return precision == "bf16"
     if device.type == "cuda":
@@ -113,6 +112,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from models.config import SamConfig
+    from models.sam import SAM_ARCHITECTURES, build_sam
+    from models.training.sam import export_sam_weights, train_sam
+    from pipelines.training import sam_data
+    from pipelines.training.sam_data import (
+        SegmentFrames,
+        StepBatches,
+        cityscapes_sources,
+        world_sources,
+    )
+
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(
@@ -162,7 +175,9 @@ def _run(args: argparse.Namespace) -> int:
     def batches(start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         _trim_metrics(metrics_path, start)
         sampler = StepBatches(len(dataset), config.batch_size, config.seed, start)
-        return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=0, collate_fn=_collate))
+        return iter(
+            DataLoader(dataset, batch_sampler=sampler, num_workers=0, collate_fn=sam_data._collate)
+        )
 
     with metrics_path.open("a") as log:
 
@@ -229,6 +244,8 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _write_card(run_dir, args, config, result, data, frames, frame_shape, weights, device) -> None:
+    import torch
+
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     wall = sum(json.loads(line).get("seconds", 0.0) for line in lines if line.strip())
     command = _command(args)

@@ -39,3 +39,15 @@ def test_weight_files_name_each_file_the_models_read_by_role() -> None:
         "ignore_mask": "ego.png",
     }
     assert ModelsConfig().weight_files() == {}  # random weights, no ignore mask
+
+
+def test_the_configs_model_names_are_exactly_the_built_architectures() -> None:
+    from typing import get_args
+
+    from models.config import Mask2FormerArchitecture, SamModelType
+    from models.mask2former import ARCHITECTURES
+    from models.sam import SAM_ARCHITECTURES
+
+    # the command line offers the config's names without loading the models
+    assert set(get_args(SamModelType)) == set(SAM_ARCHITECTURES)
+    assert set(get_args(Mask2FormerArchitecture)) == set(ARCHITECTURES)

@@ -32,7 +32,9 @@ print("heavy", ",".join(heavy) or "none")
         ["review", "--help"],
         ["world", "generate", "--help"],
         ["weights", "--help"],
-        ["train", "--help"],  # lists the trainers; `train sam --help` loads the SAM trainer
+        ["train", "--help"],
+        ["train", "sam", "--help"],
+        ["train", "mask2former", "--help"],
         ["train"],  # no trainer named: an argument error
     ],
     ids=lambda argv: " ".join(argv),

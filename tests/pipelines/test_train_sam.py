@@ -13,7 +13,7 @@ import torch
 from models.config import SamConfig
 from models.sam import SamPrompter, build_sam
 from pipelines import cli
-from pipelines.training import sam as train_sam_module
+from pipelines.training import sam_data as train_sam_data
 from pipelines.training.sam_data import SegmentFrames, StepBatches, frame_segments, world_sources
 
 
@@ -154,7 +154,7 @@ def test_a_second_stage_starts_from_the_first_stages_weights(tmp_path) -> None:
 def test_an_interrupted_run_resumes_from_its_saved_step(tmp_path, monkeypatch) -> None:
     root, run = _write_world(tmp_path / "world"), tmp_path / "run"
     calls = {"n": 0}
-    collate = train_sam_module._collate
+    collate = train_sam_data._collate
 
     def dies_at_third_batch(items):
         calls["n"] += 1
@@ -162,13 +162,13 @@ def test_an_interrupted_run_resumes_from_its_saved_step(tmp_path, monkeypatch) -
             raise KeyboardInterrupt
         return collate(items)
 
-    # Patched where _run looks it up: pipelines.training.sam imports it from sam_data.
-    monkeypatch.setattr(train_sam_module, "_collate", dies_at_third_batch)
+    # _run looks it up on sam_data at each call
+    monkeypatch.setattr(train_sam_data, "_collate", dies_at_third_batch)
     with pytest.raises(KeyboardInterrupt):
         _train(root, run, steps=3)
     assert torch.load(run / "state.pt", weights_only=False)["step"] == 2
     assert not (run / "sam_vit_tiny_512.pth").exists()
-    monkeypatch.setattr(train_sam_module, "_collate", collate)
+    monkeypatch.setattr(train_sam_data, "_collate", collate)
     assert _train(root, run, steps=3) == 0
     assert "resumed from step 2" in (run / "MODEL_CARD.md").read_text()
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
