@@ -27,9 +27,11 @@ import contextlib
 import json
 import logging
 import os
+import posixpath
 import shutil
 import signal
 import sys
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -131,10 +133,13 @@ def _run_dirs(root: str) -> list[str]:
     return sorted(_filesystems().join(runs, name) for name in names if not name.startswith("."))
 
 
-def committed_runs(root: str) -> list[CommittedRun]:
-    """Every committed run under ``root``, by run id."""
+def committed_runs(root: str, skip: Container[str] = ()) -> list[CommittedRun]:
+    """Every committed run under ``root``, by run id, but those whose id is in ``skip``
+    (their ``run.json`` is not read: a scheduled run's start stays cheap as runs pile up)."""
     runs = []
     for run_dir in _run_dirs(root):
+        if posixpath.basename(run_dir.rstrip("/")) in skip:
+            continue
         record_path = _filesystems().join(run_dir, RUN_RECORD)
         if not _filesystems().exists(record_path):
             continue
@@ -178,7 +183,7 @@ def reconcile_ledger(ledger: Ledger, root: str, fingerprint: str) -> list[str]:
     """Record in ``ledger`` the committed runs of ``fingerprint`` it does not know (a run
     killed between its commit and its ledger update); returns their run ids."""
     added = []
-    for run in committed_runs(root):
+    for run in committed_runs(root, skip=ledger.runs):
         if run.fingerprint == fingerprint and run.run_id not in ledger.runs:
             rows = ledger.record_run(run.run_dir, run.run_id, only_new=True)
             added.append(run.run_id)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import main
-from pipelines.mining.ledger import ledger_lock
-from pipelines.mining.runs import commit_run, committed_runs, uncommitted_runs
+from pipelines.mining.ledger import Ledger, ledger_lock
+from pipelines.mining.runs import commit_run, committed_runs, reconcile_ledger, uncommitted_runs
 
 
 def _runs(root: Path) -> None:
@@ -80,3 +80,14 @@ def test_runs_command_refuses_a_root_that_is_not_a_directory(
     assert (
         capsys.readouterr().err.strip() == f"ugains runs: {tmp_path / 'missing'} is not a directory"
     )
+
+
+def test_a_start_reads_no_run_json_of_the_runs_its_ledger_recorded(tmp_path: Path) -> None:
+    _runs(tmp_path)
+    (tmp_path / "runs" / "r1" / "run.json").write_text("not json: read it and fail")
+    known = Ledger(str(tmp_path / "ledger" / "fp1.parquet"), runs={"r1"})
+
+    assert reconcile_ledger(known, str(tmp_path), "fp1") == []  # r1 was not opened
+    assert committed_runs(str(tmp_path), skip={"r1"}) == []
+    with pytest.raises(json.JSONDecodeError):  # an unknown run's record is read
+        reconcile_ledger(Ledger(str(tmp_path / "ledger" / "fp1.parquet")), str(tmp_path), "fp1")
