@@ -58,14 +58,15 @@ def build_dataset(run_dir: str | Path, name: str, top_k: int = 50) -> BuildSumma
     added, updated, unchanged = [], 0, 0
     for key in sorted(run.candidates):
         rows = run.candidates[key]
-        detections = [detection_of(row) for row in rows]
-        fields = sample_fields(run, key, images[key], detections)
-        if key not in existing:
-            added.append(fo.Sample(**fields))
-            continue
-        sample_id, old_hash = existing[key]
-        if old_hash == fields["ugains_hash"]:
+        content_hash = _content_hash(run.frames[key], rows)
+        sample_id, old_hash = existing.get(key, (None, None))
+        if old_hash == content_hash:  # decided before any mask or map is decoded
             unchanged += 1
+            continue
+        detections = [detection_of(row) for row in rows]
+        fields = sample_fields(run, key, images[key], detections, content_hash)
+        if sample_id is None:
+            added.append(fo.Sample(**fields))
             continue
         sample = dataset[sample_id]
         old = sample[ANOMALIES].detections if sample[ANOMALIES] else []
@@ -97,7 +98,7 @@ def _content_hash(frame: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 
 def sample_fields(
-    run: MiningRun, key: str, image: Path, detections: list[fo.Detection]
+    run: MiningRun, key: str, image: Path, detections: list[fo.Detection], content_hash: str
 ) -> dict[str, Any]:
     import fiftyone as fo
 
@@ -115,7 +116,7 @@ def sample_fields(
         "max_score": max(float(r["score"]) for r in rows),
         "max_anomaly_score": float(frame["max_anomaly_score"]),
         "max_fused_score": float(frame["max_fused_score"]),
-        "ugains_hash": _content_hash(frame, rows),
+        "ugains_hash": content_hash,
         "anomaly_map": None,
         "semantic": None,
     }

@@ -609,3 +609,15 @@ def test_a_fiftyone_export_prints_its_progress_once(
     assert done.returncode == 0, done.stderr
     assert (done.stdout + done.stderr).count("Exporting samples") == 1
     assert done.stdout.count(f"exported 1 confirmed detections to {out}") == 1
+
+
+def test_an_unchanged_frame_is_recognised_without_reading_its_maps(
+    run_a: SyntheticRun, tmp_path: Path, dataset_name: str
+) -> None:
+    copy = tmp_path / "run-a"
+    shutil.copytree(run_a.path, copy)
+    assert build_dataset(copy, dataset_name).added == 4
+    for png in (copy / "maps").rglob("*_fused.png"):
+        png.write_bytes(b"")  # any read of a map would now fail
+
+    assert build_dataset(copy, dataset_name) == BuildSummary(added=0, updated=0, unchanged=4)
