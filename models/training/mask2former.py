@@ -44,11 +44,17 @@ from models.training.loop import (
     save_state,
     seed_everything,
 )
-from models.training.mask2former_targets import augment, rba_outlier_loss, semantic_targets
+from models.training.mask2former_targets import (
+    augment,
+    paste_outliers,
+    rba_outlier_loss,
+    semantic_targets,
+)
 from transforms.scores import rba_scores
 
 __all__ = [
     "OE_TRAINABLE_PREFIXES",
+    "PoolObject",
     "Source",
     "TrainConfig",
     "TrainResult",
@@ -67,6 +73,7 @@ OE_TRAINABLE_PREFIXES = (
 _LOG = logging.getLogger(__name__)
 
 Source = Sequence[tuple[Tensor, Tensor]]
+PoolObject = tuple[Tensor, Tensor]  # (crop [3, h, w] uint8, mask [h, w] bool)
 Stage = Literal["semantic", "oe"]
 
 
@@ -98,6 +105,14 @@ class TrainConfig:
     inlier_threshold: float = -1.0
     outlier_threshold: float = -0.1
     outlier_weight: float = 1.0
+    # OE: up to this many random shapes (models.training.paste) pasted as outliers into each
+    # frame drawn from the inlier source; 0 = none.
+    pasted_outliers: int = 0
+    pasted_max_radius: float = 0.2  # largest mean radius of a pasted shape, fraction of H
+    # OE: up to this many objects of the outlier pool (train_mask2former's ``outlier_pool``)
+    # pasted into each inlier frame, and the pool's identity (a resumed run must use the same).
+    pool_objects: int = 0
+    pool_digest: str = ""
 
     def __post_init__(self) -> None:
         if self.stage not in ("semantic", "oe"):
@@ -138,7 +153,9 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) % (1 << 63))
 
 
-def _batch(sources: Sequence[Source], config: TrainConfig, step: int) -> tuple[Tensor, Tensor]:
+def _batch(
+    sources: Sequence[Source], config: TrainConfig, step: int, pool: Sequence[PoolObject] = ()
+) -> tuple[Tensor, Tensor]:
     """The batch of ``step``: ``[B, 3, h, w]`` float32 0-255 and ``[B, h, w]`` int64."""
     generator = _step_generator(config.seed, step)
     images, labels = [], []
@@ -148,6 +165,17 @@ def _batch(sources: Sequence[Source], config: TrainConfig, step: int) -> tuple[T
             pick = 0 if float(torch.rand((), generator=generator)) < config.ood_prob else 1
         source = sources[pick]
         image, label = source[int(torch.randint(0, len(source), (), generator=generator))]
+        pastes = config.pasted_outliers or (pool and config.pool_objects)
+        if config.stage == "oe" and pastes and pick == len(sources) - 1:
+            image, label = paste_outliers(
+                image,
+                label,
+                generator,
+                shapes=config.pasted_outliers,
+                pool=pool,
+                pool_objects=config.pool_objects,
+                max_radius_fraction=config.pasted_max_radius,
+            )
         image, label = augment(
             image, label, config.size, generator, scale_range=config.scale_range, flip=config.flip
         )
@@ -208,14 +236,19 @@ def train_mask2former(
     *,
     stop_after: int | None = None,
     progress: bool = True,
+    outlier_pool: Sequence[PoolObject] = (),
 ) -> TrainResult:
     """Train ``model`` (a ``Mask2FormerForUniversalSegmentation``) in place for one stage.
 
     Resumes from ``run_dir/state.pt`` when present (its config must match), writes it every
     ``config.checkpoint_every`` steps and after the last one. ``sources``: semantic =
     ``[inlier frames]``; oe = ``[outlier frames]`` or ``[outlier frames, inlier frames]``.
-    ``stop_after``: stop after that step as if killed (tests). Leaves ``model`` in eval mode.
+    ``stop_after``: stop after that step as if killed (tests). ``outlier_pool``: cut-outs
+    pasted as outliers in the oe stage (``config.pool_objects`` per inlier frame at most).
+    Leaves ``model`` in eval mode.
     """
+    if config.pool_objects and not outlier_pool:
+        raise ValueError("config.pool_objects > 0 needs a non-empty outlier_pool")
     if not sources or any(len(s) == 0 for s in sources):
         raise ValueError("every training source must hold at least one frame")
     seed_everything(config.seed)
@@ -241,7 +274,7 @@ def train_mask2former(
         config.steps, start, f"mask2former {config.stage}", enabled=progress
     ) as bar:
         for step in range(start, end):
-            images, labels = _batch(sources, config, step)
+            images, labels = _batch(sources, config, step, outlier_pool)
             labels = labels.to(device)
             mask_labels, class_labels = semantic_targets(labels, config.num_classes)
             outputs = model(

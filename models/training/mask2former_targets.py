@@ -11,17 +11,21 @@ outlier pixels. The training loop is :func:`models.training.mask2former.train_ma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from models.mask2former import IMAGENET_MEAN
+from models.training.paste import paste_masked_crops, paste_random_objects
 
 __all__ = [
     "OUTLIER_ID",
     "VOID_ID",
     "augment",
     "outlier_hinge_map",
+    "paste_outliers",
     "rba_outlier_loss",
     "semantic_targets",
 ]
@@ -146,3 +150,42 @@ def augment(
     if flip and float(torch.rand((), generator=generator)) < 0.5:
         pixels, labels = pixels.flip(-1), labels.flip(-1)
     return pixels.contiguous(), labels.contiguous()
+
+
+def paste_outliers(
+    image: Tensor,
+    labels: Tensor,
+    generator: torch.Generator,
+    *,
+    shapes: int = 0,
+    pool: Sequence[tuple[Tensor, Tensor]] = (),
+    pool_objects: int = 0,
+    max_radius_fraction: float = 0.2,
+) -> tuple[Tensor, Tensor]:
+    """Paste outliers into an inlier frame and label them :data:`OUTLIER_ID`.
+
+    Two families, either or both: 1..``shapes`` random shapes
+    (:func:`models.training.paste.paste_random_objects`, no anomaly kind of the world among
+    them: an open-ended family instead of a fixed one) and 1..``pool_objects`` cut-outs drawn
+    from ``pool`` (:func:`models.training.paste.paste_masked_crops`, with scale, position and
+    flip jitter: e.g. the anomalies a reviewer confirmed).
+
+    Args:
+        image: ``[3, H, W]`` uint8 RGB; labels: ``[H, W]`` integer.
+        pool: ``(crop [3, h, w] uint8, mask [h, w] bool)`` pairs.
+
+    Returns:
+        New ``(image [3, H, W] uint8, labels [H, W] int64)``.
+    """
+    segments = torch.zeros_like(labels, dtype=torch.int64)
+    if shapes > 0:
+        count = 1 + int(torch.randint(0, shapes, (), generator=generator))
+        pasted, pasted_segments = paste_random_objects(
+            image[None], segments[None], count, generator, max_radius_fraction=max_radius_fraction
+        )
+        image, segments = pasted[0], pasted_segments[0]
+    if pool and pool_objects > 0:
+        count = 1 + int(torch.randint(0, pool_objects, (), generator=generator))
+        picks = torch.randint(0, len(pool), (count,), generator=generator).tolist()
+        image, segments = paste_masked_crops(image, segments, [pool[i] for i in picks], generator)
+    return image, torch.where(segments > 0, OUTLIER_ID, labels.long())

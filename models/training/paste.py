@@ -1,4 +1,8 @@
-"""Random objects pasted into training frames, so that a SAM learns "the thing at the point".
+"""Objects pasted into training frames: random shapes, and cut-outs of real objects.
+
+:func:`paste_random_objects` teaches a SAM "the thing at the point" and gives outlier exposure
+an open-ended outlier family; :func:`paste_masked_crops` pastes given cut-outs (a review pool's
+confirmed anomalies) for outlier exposure on the objects a fleet has really met.
 
 A world SAM trained on the world's own segments learns its few object kinds (cars, people,
 poles, the outlier family) and fails on shapes it never saw. SAM's own data (SA-1B) has
@@ -15,11 +19,13 @@ Everything is drawn from the step's generator, so a resumed run pastes the same 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["paste_random_objects"]
+__all__ = ["paste_masked_crops", "paste_random_objects"]
 
 _HARMONICS = 4
 
@@ -97,3 +103,51 @@ def paste_random_objects(
             segments[b, y0:y1, x0:x1] = torch.where(inside, next_id, segments[b, y0:y1, x0:x1])
             next_id += 1
     return images, segments
+
+
+def paste_masked_crops(
+    image: Tensor,
+    segments: Tensor,
+    objects: Sequence[tuple[Tensor, Tensor]],
+    generator: torch.Generator,
+    scale_range: tuple[float, float] = (0.6, 1.4),
+) -> tuple[Tensor, Tensor]:
+    """Paste cut-out objects into one frame with scale and position jitter.
+
+    Args:
+        image: ``[3, H, W]`` uint8 RGB; segments: ``[H, W]`` int64 segment ids.
+        objects: ``(crop [3, h, w] uint8, mask [h, w] bool)`` pairs, e.g. confirmed anomalies
+            read from a review pool; each is pasted once.
+        generator: CPU generator of every draw (scale, position, flip).
+        scale_range: each object is resized by a factor drawn uniformly from this range
+            (bilinear for the crop, nearest for the mask), then clipped to the frame.
+
+    Returns:
+        New ``(image, segments)``; each object gets a fresh id above the frame's largest and
+        covers what it lies on. Centres lie in the lower two thirds of the frame (the road).
+    """
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    image, segments = image.clone(), segments.clone()
+    next_id = int(segments.max().clamp(min=-1)) + 1
+    low, high = scale_range
+    for crop, mask in objects:
+        draws = torch.rand(4, generator=generator).tolist()
+        factor = low + (high - low) * draws[0]
+        h = max(1, min(height, round(crop.shape[-2] * factor)))
+        w = max(1, min(width, round(crop.shape[-1] * factor)))
+        pixels = F.interpolate(crop[None].float(), size=(h, w), mode="bilinear", antialias=True)
+        inside = F.interpolate(mask[None, None].float(), size=(h, w), mode="nearest-exact") > 0.5
+        pixels, inside = pixels[0].round().clamp(0, 255).to(image.dtype), inside[0, 0]
+        if draws[3] < 0.5:
+            pixels, inside = pixels.flip(-1), inside.flip(-1)
+        top = int(height / 3 + draws[1] * (height * 2 / 3) - h / 2)
+        left = int(draws[2] * width - w / 2)
+        top, left = min(max(top, 0), height - h), min(max(left, 0), width - w)
+        window = (slice(top, top + h), slice(left, left + w))
+        inside = inside.to(image.device)
+        image[(slice(None), *window)] = torch.where(
+            inside[None], pixels.to(image.device), image[(slice(None), *window)]
+        )
+        segments[window] = torch.where(inside, next_id, segments[window])
+        next_id += 1
+    return image, segments

@@ -113,6 +113,35 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "its code's defaults for the unnormalised score)",
     )
     parser.add_argument(
+        "--oe-paste",
+        type=int,
+        default=0,
+        metavar="N",
+        help="outlier exposure also pastes 1..N random shapes as outliers into each inlier "
+        "frame (an open-ended outlier family beside the `ood` split's; 0 = none)",
+    )
+    parser.add_argument(
+        "--outliers",
+        metavar="POOL",
+        help="an outlier pool (`ugains review pool`): its confirmed objects are pasted into "
+        "inlier frames as outliers, with scale, position and flip jitter",
+    )
+    parser.add_argument(
+        "--pool-objects",
+        type=int,
+        default=3,
+        metavar="N",
+        help="1..N pool objects pasted into each inlier frame (with --outliers)",
+    )
+    parser.add_argument(
+        "--ood-prob",
+        type=float,
+        default=0.5,
+        help="share of outlier-exposure frames drawn from the `ood` split (RbA: 0.5); the rest "
+        "are inlier frames, with --oe-paste shapes and --outliers objects pasted in (0: no "
+        "`ood` frames, the pasted outliers alone)",
+    )
+    parser.add_argument(
         "--eval-frames",
         type=int,
         default=8,
@@ -125,7 +154,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as error:
+    except (ValueError, FileNotFoundError, CheckpointError) as error:  # PoolError included
         print(f"ugains train mask2former: error: {error}", file=sys.stderr)
         return 1
 
@@ -163,6 +192,7 @@ def _run(args: argparse.Namespace) -> int:
     from models.training.evaluation import evaluate_frames
     from models.training.mask2former import TrainConfig, export_huggingface, train_mask2former
     from pipelines.training.mask2former_data import CityscapesSplit, WorldSplit
+    from pipelines.training.outlier_pool import OutlierPool
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -189,6 +219,12 @@ def _run(args: argparse.Namespace) -> int:
     card: dict[str, object] = {"stages": {}, "data": {"train": train.describe()}}
     if ood is not None:
         card["data"]["oe"] = ood.describe()
+    pool = OutlierPool.read(args.outliers) if args.outliers and "oe" in stages else None
+    if pool is not None:
+        card["data"]["outlier_pool"] = pool.describe()
+        card["outlier_pool"] = {"digest": pool.digest, "objects": pool.provenance}
+    if not 0 <= args.ood_prob <= 1:
+        raise ValueError(f"--ood-prob must lie in [0, 1], got {args.ood_prob}")
     thresholds = args.oe_thresholds or DEFAULT_THRESHOLDS[args.oe_score]
     began = time.perf_counter()
     init = args.init
@@ -210,10 +246,19 @@ def _run(args: argparse.Namespace) -> int:
             outlier_score=args.oe_score,
             inlier_threshold=thresholds[0],
             outlier_threshold=thresholds[1],
+            ood_prob=args.ood_prob,
+            pasted_outliers=args.oe_paste,
+            pool_objects=args.pool_objects if pool is not None and not semantic else 0,
+            pool_digest=pool.digest if pool is not None and not semantic else "",
         )
         sources = [train] if semantic else ([ood, train] if ood is not train else [ood])
         result = train_mask2former(
-            model, sources, config, out / stage, progress=not args.no_progress
+            model,
+            sources,
+            config,
+            out / stage,
+            progress=not args.no_progress,
+            outlier_pool=pool.objects if pool is not None else (),
         )
         directory = export_huggingface(model.cpu(), out / stage / "model")
         card["stages"][stage] = {
@@ -309,6 +354,20 @@ def _model_card(args: argparse.Namespace, card: dict[str, object]) -> str:
             "`class_predictor` and the mask-embedding MLP train; semantic loss on the inlier "
             f"classes + squared hinge on the {oe['outlier_score']} score (inlier pixels pay above "
             f"{oe['inlier_threshold']}, outlier pixels below {oe['outlier_threshold']}).",
+        ]
+    if "outlier_pool" in card:
+        pool = card["outlier_pool"]
+        lines += [
+            "",
+            f"## Outlier pool (digest {pool['digest']}, {len(pool['objects'])} objects)",
+            "",
+            "| run | instance | log | frame | score |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {o['run_id']} | {o['instance_id']} | {o['log_id']} | {o['frame_key']} "
+            f"| {o['score']} |"
+            for o in pool["objects"]
         ]
     for key, title in (("metrics", "Held-out metrics"), ("metrics_oe_frames", "OE frames")):
         if key in card:

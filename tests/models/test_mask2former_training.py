@@ -162,3 +162,59 @@ def test_fp16_export_loads_in_float32_through_the_loader(tmp_path: Path) -> None
     assert cls.dtype == torch.float32
     assert torch.allclose(cls, ref_cls, atol=0.05)
     assert torch.allclose(masks, ref_masks, atol=0.05)
+
+
+def test_pasted_crops_cover_their_mask_only_with_fresh_ids_and_repeat_with_the_seed() -> None:
+    from models.training.paste import paste_masked_crops
+
+    image = torch.full((3, 64, 128), 100, dtype=torch.uint8)
+    segments = torch.zeros(64, 128, dtype=torch.int64)
+    crop = torch.full((3, 10, 12), 7, dtype=torch.uint8)
+    mask = torch.zeros(10, 12, dtype=torch.bool)
+    mask[2:8, 3:9] = True  # 36 px
+    objects = [(crop, mask), (crop, mask)]
+    first = paste_masked_crops(image, segments, objects, torch.Generator().manual_seed(1))
+    again = paste_masked_crops(image, segments, objects, torch.Generator().manual_seed(1))
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    pasted_image, pasted = first
+    assert set(pasted.unique().tolist()) <= {0, 1, 2}
+    assert (pasted > 0).any()
+    covered = pasted > 0
+    assert (pasted_image[:, covered] == 7).all()  # the crop's pixels exactly where it lies
+    assert (pasted_image[:, ~covered] == 100).all()  # nothing outside the mask
+    # Scale jitter 0.6-1.4 of 36 px, two objects (the later may cover the earlier).
+    assert 0 < int(covered.sum()) <= 2 * 36 * 1.4**2 + 20
+    assert (pasted.nonzero()[:, 0] >= 64 // 3 - 14).all()  # the lower two thirds (the road)
+
+
+def test_paste_outliers_labels_shapes_and_pool_objects_as_outliers() -> None:
+    from models.training.mask2former_targets import paste_outliers
+
+    image = torch.full((3, 64, 128), 100, dtype=torch.uint8)
+    labels = torch.zeros(64, 128, dtype=torch.int64)
+    crop = torch.full((3, 8, 8), 7, dtype=torch.uint8)
+    pool = [(crop, torch.ones(8, 8, dtype=torch.bool))]
+    none = paste_outliers(image, labels, torch.Generator().manual_seed(0))
+    assert torch.equal(none[0], image)
+    assert torch.equal(none[1], labels)
+    for kwargs in ({"shapes": 3}, {"pool": pool, "pool_objects": 2}):
+        pasted, out = paste_outliers(image, labels, torch.Generator().manual_seed(0), **kwargs)
+        changed = (pasted != image).any(dim=0)
+        assert (out == OUTLIER_ID).any()
+        assert set(out.unique().tolist()) == {0, OUTLIER_ID}
+        assert not (changed & (out != OUTLIER_ID)).any()  # every changed pixel is an outlier
+
+
+def test_outlier_exposure_with_a_pool_needs_the_pool_and_trains(tmp_path: Path) -> None:
+    config = TrainConfig(stage="oe", steps=2, batch_size=2, size=SIZE, pool_objects=2)
+    sources = [_frames(2, outliers=True), _frames(2, outliers=False)]
+    with pytest.raises(ValueError, match="outlier_pool"):
+        train_mask2former(_model(), sources, config, tmp_path / "a", progress=False)
+    crop = torch.randint(0, 256, (3, 12, 16), dtype=torch.uint8)
+    pool = [(crop, torch.ones(12, 16, dtype=torch.bool))]
+    model = _model()
+    result = train_mask2former(
+        model, sources, config, tmp_path / "b", progress=False, outlier_pool=pool
+    )
+    assert result.step == 2
+    assert all(torch.isfinite(torch.tensor(result.losses)))

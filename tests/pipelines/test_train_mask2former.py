@@ -137,3 +137,62 @@ def test_bad_input_is_one_line_naming_the_file(
     assert "nowhere" in capsys.readouterr().err
     assert _train("--world", str(root), "--out", str(tmp_path / "r3"), "--stage", "oe") == 1
     assert "--init" in capsys.readouterr().err
+
+
+def _write_pool(root: Path, count: int = 2) -> Path:
+    """A pool folder as `ugains review pool` writes it."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    objects = []
+    for i in range(count):
+        crop = np.full((9, 11, 3), 40 * i, np.uint8)
+        mask = np.zeros((9, 11), np.uint8)
+        mask[2:7, 2:9] = 255
+        cv2.imwrite(str(root / "images" / f"d{i}.png"), crop)
+        cv2.imwrite(str(root / "masks" / f"d{i}.png"), mask)
+        objects.append(
+            {
+                "image": f"images/d{i}.png",
+                "mask": f"masks/d{i}.png",
+                "run_id": "run-a",
+                "instance_id": f"k{i}:0",
+                "log_id": "drive_00",
+                "frame_key": f"k{i}",
+                "score": -0.5,
+            }
+        )
+    (root / "manifest.json").write_text(json.dumps({"count": count, "objects": objects}))
+    return root
+
+
+def test_a_review_pool_is_pasted_as_outliers_and_named_in_the_model_card(tmp_path: Path) -> None:
+    world = _write_world(tmp_path / "world")
+    pool = _write_pool(tmp_path / "pool")
+    run = tmp_path / "run"
+    argv = ["--world", str(world), "--out", str(run), "--steps", "1", "--oe-steps", "2"]
+    argv += ["--outliers", str(pool), "--pool-objects", "2", "--ood-prob", "0"]
+    assert _train(*argv, "--eval-frames", "0") == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stages"]["oe"]["config"]["pool_objects"] == 2
+    assert metrics["stages"]["oe"]["config"]["ood_prob"] == 0
+    assert [o["instance_id"] for o in metrics["outlier_pool"]["objects"]] == ["k0:0", "k1:0"]
+    card = (run / "MODEL_CARD.md").read_text()
+    assert "## Outlier pool" in card
+    assert "| run-a | k1:0 | drive_00 | k1 | -0.5 |" in card
+
+
+def test_a_broken_pool_is_one_line_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = _write_world(tmp_path / "world")
+    argv = ["--world", str(world), "--steps", "1", "--oe-steps", "1", "--eval-frames", "0"]
+    assert _train(*argv, "--out", str(tmp_path / "r1"), "--outliers", str(tmp_path)) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "manifest.json: missing" in err
+    pool = _write_pool(tmp_path / "pool")
+    (pool / "masks" / "d1.png").write_bytes(b"not a png")
+    assert _train(*argv, "--out", str(tmp_path / "r2"), "--outliers", str(pool)) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert str(pool / "masks" / "d1.png") in err

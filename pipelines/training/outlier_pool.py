@@ -1,0 +1,94 @@
+"""An outlier pool on disk (``ugains review pool``) as cut-outs for outlier exposure.
+
+A pool folder holds ``manifest.json`` and, per object, an RGB crop ``images/<id>.png`` and a
+0/255 mask ``masks/<id>.png`` of the same size. :class:`OutlierPool` reads all of them into
+``(crop [3, h, w] uint8, mask [h, w] bool)`` pairs, the ``outlier_pool`` of
+:func:`models.training.mask2former.train_mask2former`, and keeps each object's provenance
+(run id, instance id, log, frame) for the trained model's card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = ["OutlierPool", "PoolError"]
+
+MANIFEST = "manifest.json"
+
+
+class PoolError(ValueError):
+    """An outlier pool that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class OutlierPool:
+    """The objects of one pool folder, read eagerly (pools are small: confirmed objects)."""
+
+    root: Path
+    objects: list[tuple[torch.Tensor, torch.Tensor]]
+    provenance: list[dict[str, object]]
+    digest: str  # sha256 of the manifest and every file it lists: a pool's identity
+
+    @classmethod
+    def read(cls, root: str | Path) -> OutlierPool:
+        root = Path(root)
+        manifest = root / MANIFEST
+        try:
+            text = manifest.read_bytes()
+        except FileNotFoundError:
+            raise PoolError(
+                f"{manifest}: missing (write a pool with `ugains review pool`)"
+            ) from None
+        try:
+            listed = json.loads(text)["objects"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise PoolError(f"{manifest}: not a pool manifest ({error})") from None
+        if not listed:
+            raise PoolError(f"{manifest}: the pool holds no object")
+        digest = hashlib.sha256(text)
+        objects, provenance = [], []
+        for entry in listed:
+            crop, mask, data = _read_object(root, entry)
+            digest.update(data)
+            objects.append((crop, mask))
+            provenance.append(
+                {
+                    key: entry.get(key)
+                    for key in ("run_id", "instance_id", "log_id", "frame_key", "score")
+                }
+            )
+        return cls(root, objects, provenance, digest.hexdigest()[:16])
+
+    def describe(self) -> str:
+        runs = sorted({str(p["run_id"]) for p in self.provenance})
+        return f"outlier pool {self.root} ({len(self.objects)} objects from runs {', '.join(runs)})"
+
+
+def _read_object(root: Path, entry: dict) -> tuple[torch.Tensor, torch.Tensor, bytes]:
+    try:
+        image_path, mask_path = root / entry["image"], root / entry["mask"]
+    except (KeyError, TypeError):
+        raise PoolError(f"{root / MANIFEST}: an object lacks its 'image' or 'mask'") from None
+    data = b""
+    arrays = []
+    for path, flags in ((image_path, cv2.IMREAD_COLOR), (mask_path, cv2.IMREAD_GRAYSCALE)):
+        raw = path.read_bytes() if path.is_file() else b""
+        array = cv2.imdecode(np.frombuffer(raw, np.uint8), flags) if raw else None
+        if array is None:
+            raise PoolError(f"{path}: missing or not a readable image")
+        data += raw
+        arrays.append(array)
+    image, mask = arrays
+    if image.shape[:2] != mask.shape:
+        raise PoolError(f"{mask_path}: mask {mask.shape} does not match its crop {image.shape[:2]}")
+    if not (mask > 127).any():
+        raise PoolError(f"{mask_path}: the mask is empty")
+    crop = torch.from_numpy(np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)))
+    return crop.permute(2, 0, 1).contiguous(), torch.from_numpy(mask > 127), data
