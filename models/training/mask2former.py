@@ -69,6 +69,14 @@ OE_TRAINABLE_PREFIXES = (
     "class_predictor.",
     "model.transformer_module.decoder.mask_predictor.mask_embedder.",
 )
+# A wider choice for small models, whose heads alone are a few thousand weights: both decoders
+# train too (the pixel decoder and the transformer decoder), only the backbone stays frozen.
+OE_DECODERS_PREFIXES = (
+    *OE_TRAINABLE_PREFIXES,
+    "model.pixel_level_module.decoder.",
+    "model.transformer_module.",
+)
+OeTrainable = Literal["rba", "decoders"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -113,6 +121,9 @@ class TrainConfig:
     # pasted into each inlier frame, and the pool's identity (a resumed run must use the same).
     pool_objects: int = 0
     pool_digest: str = ""
+    # OE's trainable parts: "rba" = RbA's heads (OE_TRAINABLE_PREFIXES), "decoders" = both
+    # decoders as well (OE_DECODERS_PREFIXES).
+    oe_trainable: OeTrainable = "rba"
 
     def __post_init__(self) -> None:
         if self.stage not in ("semantic", "oe"):
@@ -139,10 +150,14 @@ class TrainResult:
         return sum(tail) / len(tail) if tail else float("nan")
 
 
-def configure_trainable(model: nn.Module, stage: Stage) -> list[str]:
-    """Set ``requires_grad`` for ``stage`` (all for semantic; RbA's heads for oe); return names."""
+def configure_trainable(
+    model: nn.Module, stage: Stage, oe_trainable: OeTrainable = "rba"
+) -> list[str]:
+    """Set ``requires_grad`` for ``stage`` (all for semantic; for oe RbA's heads, or with
+    ``oe_trainable="decoders"`` everything but the backbone); return the trainable names."""
+    prefixes = OE_DECODERS_PREFIXES if oe_trainable == "decoders" else OE_TRAINABLE_PREFIXES
     for name, parameter in model.named_parameters():
-        parameter.requires_grad_(stage == "semantic" or name.startswith(OE_TRAINABLE_PREFIXES))
+        parameter.requires_grad_(stage == "semantic" or name.startswith(prefixes))
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     if not names:
         raise ValueError(f"no parameter of {type(model).__name__} is trainable in stage {stage!r}")
@@ -252,7 +267,7 @@ def train_mask2former(
     if not sources or any(len(s) == 0 for s in sources):
         raise ValueError("every training source must hold at least one frame")
     seed_everything(config.seed)
-    configure_trainable(model, config.stage)
+    configure_trainable(model, config.stage, config.oe_trainable)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     scheduler = cosine_with_warmup(optimizer, config.steps, config.warmup_steps)
@@ -267,7 +282,9 @@ def train_mask2former(
     normalizer = Mask2FormerSegmenter(model).to(device)
     model.train()
     if config.stage == "oe":  # frozen feature extractor: no drop-path noise
-        model.model.pixel_level_module.eval()
+        model.model.pixel_level_module.encoder.eval()
+        if config.oe_trainable == "rba":
+            model.model.pixel_level_module.eval()
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     began = time.perf_counter()
     with TrainingProgress(

@@ -37,6 +37,7 @@ def paste_random_objects(
     generator: torch.Generator,
     min_radius: float = 3.0,
     max_radius_fraction: float = 0.12,
+    shadows: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Paste ``count`` random shapes into each frame.
 
@@ -47,6 +48,8 @@ def paste_random_objects(
         generator: CPU generator of every draw.
         min_radius: smallest mean radius in pixels.
         max_radius_fraction: largest mean radius as a fraction of ``H``.
+        shadows: darken an ellipse under about half of the shapes (not part of their segment:
+            objects on a road cast one, and its mask must stop at the object).
 
     Returns:
         New ``(images, segments)``; each shape gets a fresh id above the frame's largest, and
@@ -98,11 +101,40 @@ def paste_random_objects(
                 rim = distance > radius * boundary * 0.85
                 fill = torch.where(rim[None], fill * 0.5, fill)
             pixels = fill.clamp(0, 255).round().to(torch.uint8)
+            if shadows:
+                _cast_shadow(images[b], segments[b], cx, cy, radius, aspect, generator)
             window = (slice(None), slice(y0, y1), slice(x0, x1))
             images[b][window] = torch.where(inside[None], pixels, images[b][window])
             segments[b, y0:y1, x0:x1] = torch.where(inside, next_id, segments[b, y0:y1, x0:x1])
             next_id += 1
     return images, segments
+
+
+def _cast_shadow(
+    image: Tensor,
+    segments: Tensor,
+    cx: float,
+    cy: float,
+    radius: float,
+    aspect: float,
+    generator: torch.Generator,
+) -> None:
+    """Darken (in place) a flat ellipse at the foot of a shape, with probability 1/2."""
+    draw = torch.rand(3, generator=generator).tolist()
+    if draw[0] < 0.5:
+        return
+    height, width = image.shape[-2:]
+    half_w, half_h = radius * max(aspect, 0.7) * (1.0 + 0.4 * draw[1]), radius * 0.35
+    foot = cy + radius * 0.8
+    x0, x1 = max(int(cx - half_w), 0), min(int(cx + half_w) + 1, width)
+    y0, y1 = max(int(foot - half_h), 0), min(int(foot + half_h) + 1, height)
+    if x1 <= x0 or y1 <= y0:
+        return
+    ys = torch.arange(y0, y1, device=image.device, dtype=torch.float32)[:, None] - foot
+    xs = torch.arange(x0, x1, device=image.device, dtype=torch.float32)[None, :] - cx
+    shade = (xs / half_w) ** 2 + (ys / half_h) ** 2 <= 1.0
+    darker = (image[:, y0:y1, x0:x1].float() * (0.35 + 0.3 * draw[2])).round().to(image.dtype)
+    image[:, y0:y1, x0:x1] = torch.where(shade[None], darker, image[:, y0:y1, x0:x1])
 
 
 def paste_masked_crops(

@@ -196,7 +196,9 @@ def batch_loss(
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         segments = torch.where(flip[:, None, None], segments.flip(-1), segments)
     if config.pasted_objects:
-        images, segments = paste_random_objects(images, segments, config.pasted_objects, generator)
+        images, segments = paste_random_objects(
+            images, segments, config.pasted_objects, generator, shadows=config.pasted_shadows
+        )
     device = next(sam.parameters()).device
     size = sam.image_encoder.img_size
     height, width = segments.shape[1:]

@@ -44,6 +44,8 @@ class SamTrainingConfig:
     # SAM trained only on the world's few object kinds learns those kinds, not "the thing at
     # the point". 0 = none.
     pasted_objects: int = 0
+    # Pasted shapes cast a shadow (about half of them) that is not part of their segment.
+    pasted_shadows: bool = False
     # bf16 autocast of the image encoder and mask decoder (prompt encoder and losses stay
     # float32): 1.3x faster per step on this project's AMX CPUs, the usual choice on GPUs.
     bf16: bool = False

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
-import numpy as np
 
+from pipelines.outlier_pool import PoolObject, write_pool_files
 from pipelines.review.fields import ANOMALIES, EXPORT_FORMATS, REVIEW_TAGS, ReviewError
 from pipelines.review.samples import box_mask, pixel_box
 
@@ -90,16 +90,13 @@ def write_pool(
 ) -> Path:
     """Write each detection carrying ``tag`` as an RGB crop of its box and a binary mask.
 
-    Files: ``images/<id>.png``, ``masks/<id>.png`` (0 / 255, same size) and ``manifest.json``
-    listing them with their source frame, box (frame pixels) and scores — the outlier pool
-    for RbA-style fine-tuning (paste the masked crop into in-distribution images).
-    Returns the manifest's path.
+    The pool format of :mod:`pipelines.outlier_pool` (crops, masks, a manifest with each
+    object's source frame, box in frame pixels and scores): the outlier pool of
+    ``ugains train mask2former --outliers``. Returns the manifest's path.
     """
     view = tagged_view(dataset, tag)
     out = Path(out)
     _clear_out(out, overwrite)
-    (out / "images").mkdir(parents=True)
-    (out / "masks").mkdir()
     objects = []
     for sample in view.select_fields([ANOMALIES, "log_id", "frame_key", "run_id"]):
         image = cv2.imread(sample.filepath, cv2.IMREAD_COLOR)
@@ -108,28 +105,20 @@ def write_pool(
         height, width = image.shape[:2]
         for detection in sample[ANOMALIES].detections:
             x, y, w, h = pixel_box(detection, width, height)
-            name = f"{detection.id}.png"
-            cv2.imwrite(str(out / "images" / name), image[y : y + h, x : x + w])
-            mask = box_mask(detection, w, h).astype(np.uint8) * 255
-            cv2.imwrite(str(out / "masks" / name), mask)
-            objects.append(
-                {
-                    "image": f"images/{name}",
-                    "mask": f"masks/{name}",
-                    "detection_id": detection.id,
-                    "instance_id": detection["mined_instance_id"],
-                    "frame": sample.filepath,
-                    "frame_key": sample.frame_key,
-                    "log_id": sample.log_id,
-                    "run_id": sample.run_id,
-                    "bbox_xywh": [x, y, w, h],
-                    "score": detection.confidence,
-                    "area": detection["area"],
-                    "tags": list(detection.tags),
-                }
-            )
-    manifest = out / "manifest.json"
-    payload = {"dataset": dataset.name, "tag": tag, "count": len(objects), "objects": objects}
-    manifest.write_text(json.dumps(payload, indent=2))
+            record = {
+                "detection_id": detection.id,
+                "instance_id": detection["mined_instance_id"],
+                "frame": sample.filepath,
+                "frame_key": sample.frame_key,
+                "log_id": sample.log_id,
+                "run_id": sample.run_id,
+                "bbox_xywh": [x, y, w, h],
+                "score": detection.confidence,
+                "area": detection["area"],
+                "tags": list(detection.tags),
+            }
+            crop = image[y : y + h, x : x + w]
+            objects.append(PoolObject(detection.id, crop, box_mask(detection, w, h), record))
+    manifest = write_pool_files(out, objects, dataset=dataset.name, tag=tag)
     logger.debug("wrote %d %s objects to %s", len(objects), tag, out)
     return manifest

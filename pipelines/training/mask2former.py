@@ -121,6 +121,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "frame (an open-ended outlier family beside the `ood` split's; 0 = none)",
     )
     parser.add_argument(
+        "--oe-trainable",
+        choices=["rba", "decoders"],
+        default="rba",
+        help="what outlier exposure trains: RbA's choice, the class head and mask-embedding "
+        "MLP (default), or both decoders as well (only the backbone frozen; for small models)",
+    )
+    parser.add_argument(
         "--outliers",
         metavar="POOL",
         help="an outlier pool (`ugains review pool`): its confirmed objects are pasted into "
@@ -191,8 +198,8 @@ def _run(args: argparse.Namespace) -> int:
     from models.mask2former import build_mask2former
     from models.training.evaluation import evaluate_frames
     from models.training.mask2former import TrainConfig, export_huggingface, train_mask2former
+    from pipelines.outlier_pool import OutlierPool
     from pipelines.training.mask2former_data import CityscapesSplit, WorldSplit
-    from pipelines.training.outlier_pool import OutlierPool
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -247,6 +254,7 @@ def _run(args: argparse.Namespace) -> int:
             inlier_threshold=thresholds[0],
             outlier_threshold=thresholds[1],
             ood_prob=args.ood_prob,
+            oe_trainable=args.oe_trainable,
             pasted_outliers=args.oe_paste,
             pool_objects=args.pool_objects if pool is not None and not semantic else 0,
             pool_digest=pool.digest if pool is not None and not semantic else "",

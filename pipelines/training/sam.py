@@ -77,6 +77,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="random shapes pasted into each training frame, each a segment of its own "
         "(teaches prompt following beyond the world's object kinds; 0 = none)",
     )
+    parser.add_argument(
+        "--paste-shadows",
+        action="store_true",
+        help="pasted shapes cast shadows that are not part of them (as objects on a road do)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="initialisation, data order, points")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
@@ -141,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
         segment_power=args.segment_power,
         max_segment_fraction=args.max_segment_fraction,
         pasted_objects=args.paste_objects,
+        pasted_shadows=args.paste_shadows,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         bf16=_use_bf16(args.precision, device),
@@ -240,6 +246,8 @@ def _command(args: argparse.Namespace) -> str:
         value = getattr(args, name)
         if value is not None:
             words += [f"--{name.replace('_', '-')}", str(value)]
+    if args.paste_shadows:
+        words.append("--paste-shadows")
     return " ".join(shlex.quote(word) for word in words)
 
 

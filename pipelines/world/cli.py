@@ -1,8 +1,10 @@
-"""``ugains world generate``: write the synthetic road world (see ``pipelines.world.layout``)."""
+"""``ugains world generate`` writes the synthetic road world (see ``pipelines.world.layout``);
+``ugains world confirm`` confirms a world mining run's candidates from ground truth."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -43,10 +45,36 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=list(_PARTS),
         help="which parts to write (default: all)",
     )
+    confirm = sub.add_parser(
+        "confirm",
+        help="confirm a world mining run's candidates from ground truth: an outlier pool",
+        description=(
+            "Stand in for a reviewer on a world drive log: the run's top candidates that match "
+            "a planted object (mask IoU >= 0.5, >= 100 px) are written as an outlier pool "
+            "(the format of `ugains review pool`) for `ugains train mask2former --outliers`."
+        ),
+    )
+    confirm.add_argument("--run", required=True, help="a mining run's folder (RUN_DIR)")
+    confirm.add_argument(
+        "--ground-truth", required=True, nargs="+", metavar="GT", help="logs/<log_id>_gt.json"
+    )
+    confirm.add_argument("--out", required=True, help="the new pool's folder")
+    confirm.add_argument("--top", type=int, default=50, help="candidates the reviewer looks at")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the world; 2 (and one line on stderr) for a bad spec or a mismatched ``--out``."""
+    """Run the action; 2 (and one line on stderr) for bad input."""
+    if args.world_command == "confirm":
+        try:
+            from pipelines.world.confirm import confirm_run
+
+            manifest = confirm_run(args.run, args.ground_truth, args.out, top=args.top)
+        except (ValueError, OSError) as error:
+            print(f"ugains world confirm: {error}", file=sys.stderr)
+            return 2
+        count = json.loads(manifest.read_text())["count"]
+        print(f"pool manifest: {manifest} ({count} confirmed objects)")
+        return 0
     start = time.monotonic()
     try:
         spec = WorldSpec(**{f.name: getattr(args, f.name) for f in fields(WorldSpec)})

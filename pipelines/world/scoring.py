@@ -35,7 +35,15 @@ from pipelines.mining.tables import read_table
 from transforms.masks import decode_rle
 from transforms.nms import mask_iou
 
-__all__ = ["MiningScore", "load_ground_truth", "score_run", "world_frame_id"]
+__all__ = [
+    "MiningScore",
+    "RankedMatches",
+    "counts_as_planted",
+    "load_ground_truth",
+    "match_run",
+    "score_run",
+    "world_frame_id",
+]
 
 MIN_AREA = 100
 MATCH_IOU = 0.5
@@ -97,14 +105,31 @@ def load_ground_truth(paths: list[str | Path]) -> list[dict]:
     return rows
 
 
-def _counts(row: dict, min_area: int) -> bool:
+def counts_as_planted(row: dict, min_area: int = MIN_AREA) -> bool:
+    """A sighting that recall counts: at least ``min_area`` pixels and not ``ignore``."""
     return row["area"] >= min_area and not row.get("ignore", False)
 
 
-def score_run(
-    run_dir: str, sightings: list[dict], min_area: int = MIN_AREA, iou: float = MATCH_IOU
-) -> MiningScore:
-    """Score the instances and frames of the mining run in ``run_dir`` against ``sightings``.
+@dataclass(frozen=True)
+class RankedMatches:
+    """A run's instances in rank order, each with the planted sighting it matches (or None)."""
+
+    candidates: list[dict]  # instances rows, best first
+    matches: list[dict | None]  # per candidate: its sighting (small/ignored ones included)
+    planted: int
+    frames_with_objects: int
+    gated_frames_with_objects: int
+
+
+def match_run(
+    run_dir: str,
+    sightings: list[dict],
+    limit: int | None = None,
+    min_area: int = MIN_AREA,
+    iou: float = MATCH_IOU,
+) -> RankedMatches:
+    """Match the top ``limit`` instances (``None``: the number planted) of the run in
+    ``run_dir`` to ``sightings``: greedily in rank order, a planted sighting at most once.
 
     Raises:
         ValueError: none of the run's frames is a frame of the ground truth's logs.
@@ -123,14 +148,17 @@ def score_run(
             f"run {run_dir} mined no frame of the ground truth's logs {sorted(logs)} (frames "
             "are matched by their world file names: logs/<log_id>/images/frame_<index>.png)"
         )
-    planted = sum(_counts(row, min_area) for rows in by_frame.values() for row in rows)
-    with_objects = {w for w, rows in by_frame.items() if any(_counts(r, min_area) for r in rows)}
+    planted = sum(counts_as_planted(row, min_area) for rows in by_frame.values() for row in rows)
+    with_objects = {
+        w for w, rows in by_frame.items() if any(counts_as_planted(r, min_area) for r in rows)
+    }
     gated = sum(status[w] == "gated" for w in with_objects)
     instances = read_table(run_dir, "instances")
     columns = ["frame_key", "score", "instance_id", "mask_rle", "frame_height", "frame_width"]
-    ranked = rank_candidates(instances.select(columns).to_pylist())[:planted]
+    ranked = rank_candidates(instances.select(columns).to_pylist())
+    ranked = ranked[: planted if limit is None else limit]
     matched: set[tuple[str, int, int]] = set()
-    hits = false_alarms = 0
+    matches: list[dict | None] = []
     for cand in ranked:
         h, w = cand["frame_height"], cand["frame_width"]
         rows = [
@@ -138,7 +166,7 @@ def score_run(
             for row in by_frame.get(frame_ids[cand["frame_key"]], [])
             if not (
                 (row["log_id"], row["frame_index"], row["instance_id"]) in matched
-                and _counts(row, min_area)
+                and counts_as_planted(row, min_area)
             )
         ]
         best = None
@@ -154,12 +182,31 @@ def score_run(
             overlaps = mask_iou(torch.stack([candidate, *truth]))[0, 1:]  # one GEMM per frame
             top = int(torch.argmax(overlaps))  # ties: the first sighting
             best = rows[top] if float(overlaps[top]) >= iou else None
-        if best is None:
-            false_alarms += 1
-        elif _counts(best, min_area):
+        if best is not None and counts_as_planted(best, min_area):
             matched.add((best["log_id"], best["frame_index"], best["instance_id"]))
-            hits += 1
-        # else: a small or ignored sighting, neither a hit nor a false alarm
+        matches.append(best)
+    return RankedMatches(ranked, matches, planted, len(with_objects), gated)
+
+
+def score_run(
+    run_dir: str, sightings: list[dict], min_area: int = MIN_AREA, iou: float = MATCH_IOU
+) -> MiningScore:
+    """Score the instances and frames of the mining run in ``run_dir`` against ``sightings``.
+
+    Raises:
+        ValueError: none of the run's frames is a frame of the ground truth's logs.
+    """
+    result = match_run(run_dir, sightings, None, min_area, iou)
+    hits = sum(m is not None and counts_as_planted(m, min_area) for m in result.matches)
+    false_alarms = sum(m is None for m in result.matches)
+    # Small or ignored sightings are neither hits nor false alarms.
     return MiningScore(
-        planted, planted, hits, false_alarms, gated, len(with_objects), min_area, iou
+        result.planted,
+        result.planted,
+        hits,
+        false_alarms,
+        result.gated_frames_with_objects,
+        result.frames_with_objects,
+        min_area,
+        iou,
     )

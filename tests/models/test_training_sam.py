@@ -217,3 +217,18 @@ def test_pasted_objects_are_new_segments_over_what_they_cover_and_repeat_with_th
         assert (pasted_images[b][:, ~changed] == 100).all()  # nothing outside the shapes
     assert paste_random_objects(images, segments, 0, torch.Generator()) == (images, segments)
     assert torch.equal(images, torch.full((2, 3, 64, 128), 100, dtype=torch.uint8))  # not in place
+
+
+def test_pasted_shadows_only_darken_what_lies_outside_the_shapes() -> None:
+    from models.training.paste import paste_random_objects
+
+    images = torch.full((2, 3, 64, 128), 100, dtype=torch.uint8)
+    segments = torch.zeros((2, 64, 128), dtype=torch.int64)
+    pasted_images, pasted = paste_random_objects(
+        images, segments, 8, torch.Generator().manual_seed(5), min_radius=5, shadows=True
+    )
+    outside = (pasted == 0)[:, None].expand_as(pasted_images)
+    shaded = pasted_images[outside]
+    assert (shaded <= 100).all()  # a shadow darkens, and is never part of a segment
+    assert (shaded < 100).any()  # some shapes cast one
+    assert (shaded >= 35).all()  # at most to 35 % of the ground's brightness

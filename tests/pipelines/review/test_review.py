@@ -11,8 +11,10 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from pipelines import cli
+from pipelines.outlier_pool import OutlierPool
 from pipelines.review import (
     CITYSCAPES_CLASSES,
     BuildSummary,
@@ -439,6 +441,17 @@ def test_pool_writes_crop_and_mask_pairs_with_a_manifest(
         np.testing.assert_array_equal(crop, cv2.imread(entry["frame"])[y : y + h, x : x + w])
         mask = cv2.imread(str(out / entry["mask"]), cv2.IMREAD_UNCHANGED)
         np.testing.assert_array_equal(mask, rle_mask(row)[y : y + h, x : x + w] * 255)
+
+    # What fine-tuning reads (`ugains train mask2former --outliers`): RGB crops, bool masks.
+    pool = OutlierPool.read(out)
+    assert [p["instance_id"] for p in pool.provenance] == [
+        o["instance_id"] for o in manifest["objects"]
+    ]
+    for (crop, mask), entry in zip(pool.objects, manifest["objects"], strict=True):
+        bgr = cv2.imread(str(out / entry["image"]))
+        np.testing.assert_array_equal(crop.permute(1, 2, 0).numpy(), bgr[..., ::-1])
+        assert mask.dtype == torch.bool
+        assert mask.shape == bgr.shape[:2]
 
 
 def test_outputs_refuse_a_non_empty_directory_unless_overwrite(built: Any, tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
-"""An outlier pool on disk (``ugains review pool``) as cut-outs for outlier exposure.
+"""The outlier pool on disk: confirmed objects as cut-outs for outlier exposure.
 
-A pool folder holds ``manifest.json`` and, per object, an RGB crop ``images/<id>.png`` and a
-0/255 mask ``masks/<id>.png`` of the same size. :class:`OutlierPool` reads all of them into
-``(crop [3, h, w] uint8, mask [h, w] bool)`` pairs, the ``outlier_pool`` of
-:func:`models.training.mask2former.train_mask2former`, and keeps each object's provenance
-(run id, instance id, log, frame) for the trained model's card.
+A pool folder holds ``manifest.json`` and, per object, an RGB crop ``images/<name>.png`` and a
+0/255 mask ``masks/<name>.png`` of the same size. :func:`write_pool_files` writes one (``ugains
+review pool`` from a reviewer's tags, ``ugains world confirm`` from a world's ground truth);
+:class:`OutlierPool` reads it into ``(crop [3, h, w] uint8, mask [h, w] bool)`` pairs, the
+``outlier_pool`` of :func:`models.training.mask2former.train_mask2former`, and keeps each
+object's provenance (run id, instance id, log, frame) for the trained model's card.
 """
 
 from __future__ import annotations
@@ -18,9 +19,43 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["OutlierPool", "PoolError"]
+__all__ = ["OutlierPool", "PoolError", "PoolObject", "write_pool_files"]
 
 MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class PoolObject:
+    """One confirmed object: its box's crop and mask, where it was found, and why."""
+
+    name: str  # file stem, unique in the pool
+    crop_bgr: np.ndarray  # [h, w, 3] uint8, OpenCV order
+    mask: np.ndarray  # [h, w] bool
+    record: dict[str, object]  # provenance: run_id, instance_id, log_id, frame_key, score, ...
+
+
+def write_pool_files(out: str | Path, objects: list[PoolObject], **about: object) -> Path:
+    """Write ``objects`` as a pool into the new folder ``out``; return the manifest's path.
+
+    ``about``: fields of the manifest's header (e.g. ``dataset``, ``tag``, ``source``).
+    """
+    out = Path(out)
+    (out / "images").mkdir(parents=True)
+    (out / "masks").mkdir()
+    listed = []
+    for obj in objects:
+        if obj.crop_bgr.shape[:2] != obj.mask.shape:
+            raise PoolError(
+                f"object {obj.name}: mask {obj.mask.shape} != crop {obj.crop_bgr.shape}"
+            )
+        cv2.imwrite(str(out / "images" / f"{obj.name}.png"), obj.crop_bgr)
+        cv2.imwrite(str(out / "masks" / f"{obj.name}.png"), obj.mask.astype(np.uint8) * 255)
+        listed.append(
+            {"image": f"images/{obj.name}.png", "mask": f"masks/{obj.name}.png", **obj.record}
+        )
+    manifest = out / MANIFEST
+    manifest.write_text(json.dumps({**about, "count": len(listed), "objects": listed}, indent=2))
+    return manifest
 
 
 class PoolError(ValueError):

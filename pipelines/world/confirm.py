@@ -1,0 +1,90 @@
+"""A reviewer who knows the truth: confirm a world mining run's candidates from ground truth.
+
+On real drive logs a person tags candidates ``confirmed`` in FiftyOne and ``ugains review
+pool`` writes them out. On a world log the ground truth stands in for that person: the top
+candidates of a run that match a planted sighting (mask IoU >= 0.5, at least 100 px, each
+sighting once, as :func:`pipelines.world.scoring.match_run` scores a run) are confirmed, and
+written as an outlier pool (:mod:`pipelines.outlier_pool`) with the run's masks, not the
+truth's: the pool holds what mining found, as a reviewer's pool would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipelines.mining.tables import read_table
+from pipelines.outlier_pool import PoolObject, write_pool_files
+from pipelines.world.scoring import (
+    MATCH_IOU,
+    MIN_AREA,
+    counts_as_planted,
+    load_ground_truth,
+    match_run,
+    world_frame_id,
+)
+from transforms.masks import decode_rle
+
+__all__ = ["confirm_run"]
+
+
+def confirm_run(
+    run_dir: str | Path,
+    ground_truth: list[str | Path],
+    out: str | Path,
+    top: int = 50,
+    min_area: int = MIN_AREA,
+    iou: float = MATCH_IOU,
+) -> Path:
+    """Write the confirmed objects among the run's ``top`` candidates as a pool at ``out``.
+
+    Frames are read from the world's own images (``logs/<log_id>/images/frame_<index>.png``
+    beside each ``*_gt.json``), so runs over a log's video confirm the same objects.
+    Returns the manifest's path.
+
+    Raises:
+        ValueError: ``out`` is not empty, a ground-truth file is not one, the run mined no
+            frame of those logs, or a frame image is missing.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out}: not empty (a pool goes into a new folder)")
+    sightings = load_ground_truth(list(ground_truth))
+    logs_root = {
+        json.loads(Path(p).read_text())["log_id"]: Path(p).resolve().parent for p in ground_truth
+    }
+    result = match_run(str(run_dir), sightings, top, min_area, iou)
+    frames = read_table(str(run_dir), "frames").select(["frame_key", "frame_uri"]).to_pylist()
+    frame_ids = {row["frame_key"]: world_frame_id(row["frame_uri"]) for row in frames}
+    run_id = Path(run_dir).name
+    objects = []
+    for rank, (cand, sighting) in enumerate(zip(result.candidates, result.matches, strict=True)):
+        if sighting is None or not counts_as_planted(sighting, min_area):
+            continue
+        log_id, index = frame_ids[cand["frame_key"]]
+        path = logs_root[log_id] / log_id / "images" / f"frame_{index:06d}.png"
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"{path}: missing or not a readable image")
+        mask = decode_rle(cand["mask_rle"], cand["frame_height"], cand["frame_width"]).numpy()
+        ys, xs = np.nonzero(mask)
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        record = {
+            "run_id": run_id,
+            "instance_id": cand["instance_id"],
+            "log_id": log_id,
+            "frame_key": cand["frame_key"],
+            "frame": str(path),
+            "rank": rank + 1,
+            "score": round(float(cand["score"]), 6),
+            "bbox_xywh": [int(x0), int(y0), int(x1 - x0), int(y1 - y0)],
+            "area": int(mask.sum()),
+            "kind": sighting.get("kind"),
+            "track_id": sighting.get("track_id"),
+        }
+        name = f"{run_id}_{rank + 1:04d}"
+        objects.append(PoolObject(name, image[y0:y1, x0:x1], mask[y0:y1, x0:x1], record))
+    return write_pool_files(out, objects, source="world ground truth", run_id=run_id, top=top)
