@@ -67,17 +67,27 @@ def generate(
     write_world(root, spec, splits=("test", "logs"))
 
 
+def world_config(mask2former: str | None = None) -> Any:
+    """The world config (``mining_configs/world.yaml``), with another Mask2Former directory
+    (a Hugging Face folder or ``zoo:<name>``) when ``mask2former`` is given."""
+    from pipelines.config import load_config
+
+    overrides = {} if mask2former is None else {"models.mask2former.checkpoint": mask2former}
+    return load_config(WORLD_CONFIG, overrides)
+
+
 def evaluate_world(
-    root: Path, variants: tuple[tuple[str, str], ...] = VARIANTS
+    root: Path,
+    variants: tuple[tuple[str, str], ...] = VARIANTS,
+    mask2former: str | None = None,
 ) -> list[dict[str, Any]]:
     """``ugains evaluate`` (``(mode, sampler)`` variants, the config's points) on ``root/test``."""
-    from pipelines.config import load_config
     from pipelines.evaluation.datasets import list_samples
     from pipelines.evaluation.pipeline import evaluate
     from pipelines.evaluation.variants import Variant
     from pipelines.runners import pipeline_options
 
-    config = load_config(WORLD_CONFIG)
+    config = world_config(mask2former)
     n = config.models.method.num_points
     rows = [
         Variant(mode) if sampler == "-" else Variant(mode, sampler, n) for mode, sampler in variants
@@ -89,14 +99,26 @@ def evaluate_world(
     return evaluate(config, "world", list_samples("world", root / "test"), rows, options)
 
 
-def mine_logs(root: Path, out: Path) -> Any:
-    """``ugains mine`` (world config, frame gating on) over ``root``'s drive logs, scored."""
-    from pipelines.config import ImageSource, load_config
+def mine_logs(
+    root: Path, out: Path, mask2former: str | None = None, log_ids: list[str] | None = None
+) -> Any:
+    """``ugains mine`` (world config, frame gating on) over ``root``'s drive logs (or those of
+    ``log_ids``), scored; the run's folder is ``result.run_dir`` of :func:`mine_logs_run`."""
+    return mine_logs_run(root, out, mask2former, log_ids)[1]
+
+
+def mine_logs_run(
+    root: Path, out: Path, mask2former: str | None = None, log_ids: list[str] | None = None
+) -> tuple[str, Any]:
+    """:func:`mine_logs`, returning ``(run_dir, score)``."""
+    from pipelines.config import ImageSource
     from pipelines.mining.run import mine
     from pipelines.world.scoring import load_ground_truth, score_run
 
-    config = load_config(WORLD_CONFIG)
+    config = world_config(mask2former)
     truth = sorted((root / "logs").glob("*_gt.json"))
+    if log_ids is not None:
+        truth = [path for path in truth if path.name[: -len("_gt.json")] in log_ids]
     logs = [
         ImageSource(path=str(root / "logs" / log_id / "images"), log_id=log_id)
         for log_id in (path.name[: -len("_gt.json")] for path in truth)
@@ -109,7 +131,7 @@ def mine_logs(root: Path, out: Path) -> Any:
         beam_args=["--direct_num_workers=1", "--direct_running_mode=in_memory"],
         ignore_ledger=True,
     )
-    return score_run(result.run_dir, load_ground_truth(truth))
+    return result.run_dir, score_run(result.run_dir, load_ground_truth(truth))
 
 
 def measure(root: Path, seed: int, test_frames: int, log_frames: int) -> WorldQuality:

@@ -82,7 +82,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         nargs=2,
         default=(0.75, 1.25),
         metavar=("MIN", "MAX"),
-        help="random rescale range of the semantic stage (1 1 = off)",
+        help="random rescale range of both stages (1 1 = off; RbA's outlier exposure keeps "
+        "Mask2Former's scale jitter)",
     )
     parser.add_argument(
         "--num-points",
@@ -249,7 +250,7 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed,
             checkpoint_every=args.checkpoint_every,
             size=tuple(args.size),
-            scale_range=tuple(args.scale) if semantic else (1.0, 1.0),
+            scale_range=tuple(args.scale),
             outlier_score=args.oe_score,
             inlier_threshold=thresholds[0],
             outlier_threshold=thresholds[1],

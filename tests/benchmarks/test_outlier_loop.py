@@ -1,0 +1,50 @@
+"""benchmarks/outlier_loop.py in small: one round of mine -> confirm -> fine-tune -> measure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.outlier_loop import (
+    HELD_OUT_LOG,
+    POOL_LOG,
+    ROUND_MODELS,
+    format_table,
+    generate_training_world,
+    run_loop,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_one_round_pools_confirmed_objects_fine_tunes_and_measures_three_rounds(
+    tmp_path: Path,
+) -> None:
+    training = generate_training_world(tmp_path / "train", train=6, ood=3)
+    result = run_loop(
+        tmp_path / "work",
+        seed=11,
+        test_frames=4,
+        log_frames=16,
+        anomaly_fraction=0.6,
+        training_world=training,
+        steps=2,
+        top=20,
+    )
+    manifest = json.loads((tmp_path / "work" / "pool" / "manifest.json").read_text())
+    assert result.pool_objects == manifest["count"] >= 1
+    assert {o["log_id"] for o in manifest["objects"]} == {POOL_LOG}  # never the held-out log
+    card = json.loads((tmp_path / "work" / "round2" / "metrics.json").read_text())
+    pooled = [o["instance_id"] for o in card["outlier_pool"]["objects"]]
+    assert pooled == [o["instance_id"] for o in manifest["objects"]]  # provenance in the card
+    assert [r.round for r in result.rounds] == [0, 1, 2]
+    assert [r.model for r in result.rounds[:2]] == [ROUND_MODELS[0], ROUND_MODELS[1]]
+    for r in result.rounds:
+        assert {row["frames"] for row in r.evaluation.values()} == {4}
+        assert r.planted == result.rounds[0].planted > 0  # the same held-out log each round
+        assert sum(n for _, n in r.kind_recall.values()) == r.planted
+    table = format_table(result)
+    assert table.count("\n| ") == 4  # header + 3 rounds
+    assert HELD_OUT_LOG not in json.dumps(manifest)
