@@ -49,8 +49,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "confirm",
         help="confirm a world mining run's candidates from ground truth: an outlier pool",
         description=(
-            "Stand in for a reviewer on a world drive log: the run's top candidates that match "
-            "a planted object (mask IoU >= 0.5, >= 100 px) are written as an outlier pool "
+            "Stand in for a reviewer on a world drive log: the run's top candidates that lie "
+            "on a planted object (mask IoU >= --min-iou, >= 100 px) are written as an outlier pool "
             "(the format of `ugains review pool`) for `ugains train mask2former --outliers`."
         ),
     )
@@ -60,6 +60,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     confirm.add_argument("--out", required=True, help="the new pool's folder")
     confirm.add_argument("--top", type=int, default=50, help="candidates the reviewer looks at")
+    confirm.add_argument(
+        "--min-iou",
+        type=float,
+        help="mask IoU with a planted object at which a candidate is confirmed (default: "
+        "pipelines.world.confirm.CONFIRM_IOU, 0.3)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             from pipelines.world.confirm import confirm_run
 
-            manifest = confirm_run(args.run, args.ground_truth, args.out, top=args.top)
+            threshold = {} if args.min_iou is None else {"iou": args.min_iou}
+            manifest = confirm_run(args.run, args.ground_truth, args.out, args.top, **threshold)
         except (ValueError, OSError) as error:
             print(f"ugains world confirm: {error}", file=sys.stderr)
             return 2

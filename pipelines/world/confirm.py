@@ -19,7 +19,6 @@ import numpy as np
 from pipelines.mining.tables import read_table
 from pipelines.outlier_pool import PoolObject, write_pool_files
 from pipelines.world.scoring import (
-    MATCH_IOU,
     MIN_AREA,
     counts_as_planted,
     load_ground_truth,
@@ -28,7 +27,9 @@ from pipelines.world.scoring import (
 )
 from transforms.masks import decode_rle
 
-__all__ = ["confirm_run"]
+__all__ = ["CONFIRM_IOU", "confirm_run"]
+
+CONFIRM_IOU = 0.3
 
 
 def confirm_run(
@@ -37,7 +38,7 @@ def confirm_run(
     out: str | Path,
     top: int = 50,
     min_area: int = MIN_AREA,
-    iou: float = MATCH_IOU,
+    iou: float = CONFIRM_IOU,
 ) -> Path:
     """Write the confirmed objects among the run's ``top`` candidates as a pool at ``out``.
 

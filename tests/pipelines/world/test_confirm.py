@@ -48,7 +48,7 @@ def test_candidates_matching_planted_objects_become_the_pool(
             _instance(frames[1], 0, -0.1, _box(0, 0, 20, 9)),  # the box (IoU 0.9): confirmed
             _instance(frames[1], 1, -0.2, _box(40, 0, 44, 4)),  # the small tyre: not pooled
             _instance(frames[0], 0, -0.3, _box(0, 20, 10, 30)),  # nothing there
-            _instance(frames[2], 0, -0.9, _box(10, 10, 30, 20)),  # the ball, ranked 4th
+            _instance(frames[2], 0, -0.9, _box(10, 10, 18, 20)),  # 40 % of the ball, 4th
         ],
     )
     out = tmp_path / "pool"
@@ -66,9 +66,13 @@ def test_candidates_matching_planted_objects_become_the_pool(
     frame = cv2.imread(str(world_log.parent / "drive_00" / "images" / "frame_000001.png"))
     assert torch.equal(crop, torch.from_numpy(frame[0:9, 0:20, ::-1].copy()).permute(2, 0, 1))
 
-    # A reviewer who looks further down the list confirms the ball too.
+    # A reviewer who looks further down the list confirms the ball too: the candidate shows
+    # it (mask IoU 0.4 >= 0.3), though mining recall would not count it (< 0.5).
     assert cli.main([*argv, "--out", str(tmp_path / "pool4"), "--top", "4"]) == 0
     assert json.loads((tmp_path / "pool4" / "manifest.json").read_text())["count"] == 2
+    strict = ["--out", str(tmp_path / "strict"), "--top", "4", "--min-iou", "0.5"]
+    assert cli.main([*argv, *strict]) == 0
+    assert json.loads((tmp_path / "strict" / "manifest.json").read_text())["count"] == 1
 
 
 def test_confirm_refuses_a_used_folder_and_a_missing_frame_in_one_line(
