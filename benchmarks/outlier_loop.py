@@ -126,7 +126,10 @@ def run_loop(
     training_world: Path,
     steps: int,
     top: int,
+    rounds: tuple[int, ...] = (0, 1, 2),
 ) -> LoopResult:
+    """Generate the world of ``seed``, pool from log A with round 1, fine-tune round 2, and
+    measure ``rounds`` on the test split and log B."""
     from pipelines.world.confirm import confirm_run
 
     result = LoopResult()
@@ -152,9 +155,10 @@ def run_loop(
     result.seconds["fine-tune"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    for number, model in ((0, ROUND_MODELS[0]), (1, ROUND_MODELS[1]), (2, str(round2))):
-        result.rounds.append(measure_round(world, work, number, model))
-    result.seconds["measure 3 rounds"] = time.perf_counter() - began
+    models = {**ROUND_MODELS, 2: str(round2)}
+    for number in rounds:
+        result.rounds.append(measure_round(world, work, number, models[number]))
+    result.seconds[f"measure {len(rounds)} rounds"] = time.perf_counter() - began
     return result
 
 
