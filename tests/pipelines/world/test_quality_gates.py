@@ -7,10 +7,12 @@ floors sit a little below the figures measured when the weights were shipped (th
 log is short and dense (objects on about half its frames, where real logs have a few percent),
 so that frame gating meets many frames with objects in little time.
 
-The fused variants' FPR95 is not gated: with the world's scores every mask scores about -0.9
-and unmasked pixels get the fusion's -1, so whatever a mask covers outranks the many anomaly
-pixels no mask covers, and reaching 95 % recall takes nearly every pixel (FPR95 ~99 %); a
-ceiling there would assert nothing. Their AUROC, AP and instance AP are gated instead.
+FPR95 is not gated: the shipped Mask2Former scores most anomaly pixels high, but a tail of
+them (objects a few pixels tall at the horizon, the inside of dark tyres, animals) keeps an
+inlier's score, so reaching 95 % recall takes nearly every pixel (FPR95 ~96 % for every
+variant); a ceiling there would assert nothing. AUROC, AP and instance AP are gated instead.
+Mining recall@K is printed, not gated: the world SAM outlines too few objects at IoU >= 0.5
+(benchmarks/RESULTS.md, "Road world").
 """
 
 from __future__ import annotations
@@ -29,26 +31,22 @@ LOG_FRAMES = 60
 LOG_ANOMALY_FRACTION = 0.5
 VARIANTS = (("rba", "-"), ("ugains", "fps"), ("oracle", "-"))
 
-# Percent, as `ugains evaluate` prints them. Measured at shipping (seed 1, 50 frames, the
-# stage-4 world SAM): rba pAP 18.92 FPR95 8.95 AUROC 95.16; ugains/fps pAP 15.15 AUROC 71.57
-# iAP 0.20 iAP50 0.97 point recall 23.68; oracle pAP 24.88 AUROC 91.38 iAP 0.66 iAP50 1.82
-# point precision 97.37 recall 96.71.
+# Percent, as `ugains evaluate` prints them. Measured at shipping (seed 1, 50 frames; the
+# Mask2Former with decoder outlier exposure, the stage-6 world SAM): rba pAP 55.42 AUROC 91.51;
+# ugains/fps pAP 50.90 AUROC 89.92 iAP 1.10 iAP50 5.24 point recall 26.32; oracle pAP 57.08
+# AUROC 91.75 iAP 1.71 iAP50 7.72 point precision 97.37 recall 96.71. (The models before them
+# measured rba pAP 18.92, fps pAP 15.15 / iAP50 0.97, oracle pAP 24.88 / iAP50 1.82.)
 FLOORS: dict[tuple[str, str], dict[str, float]] = {
-    ("rba", "-"): {"pAP": 17.0, "AUROC": 94.0},
-    ("ugains", "fps"): {"pAP": 13.5, "AUROC": 68.0, "iAP50": 0.6, "point_recall": 20.0},
+    ("rba", "-"): {"pAP": 50.0, "AUROC": 89.0},
+    ("ugains", "fps"): {"pAP": 46.0, "AUROC": 87.0, "iAP50": 4.0, "point_recall": 22.0},
     ("oracle", "-"): {
-        "pAP": 22.0,
+        "pAP": 52.0,
         "AUROC": 89.0,
-        "iAP": 0.45,
-        "iAP50": 1.4,
+        "iAP": 1.3,
+        "iAP50": 6.0,
         "point_precision": 95.0,
         "point_recall": 95.0,
     },
-}
-CEILINGS: dict[tuple[str, str], dict[str, float]] = {
-    ("rba", "-"): {"FPR95": 12.0},
-    ("ugains", "fps"): {},
-    ("oracle", "-"): {},
 }
 
 
@@ -78,8 +76,6 @@ def test_pixel_and_point_metrics_stay_within_their_bounds(evaluation: dict, vari
     row = evaluation[variant]
     for metric, floor in FLOORS[variant].items():
         assert row[metric] >= floor, f"{variant} {metric} {row[metric]:.2f} < floor {floor}"
-    for metric, ceiling in CEILINGS[variant].items():
-        assert row[metric] <= ceiling, f"{variant} {metric} {row[metric]:.2f} > {ceiling}"
 
 
 def test_mining_a_drive_log_never_gates_away_a_frame_with_an_object(world: Path) -> None:
