@@ -142,6 +142,21 @@ def test_outlier_exposure_trains_only_rba_heads(tmp_path: Path) -> None:
     assert any("mask_embedder" in k for k in changed)
 
 
+def test_outlier_exposure_on_decoders_trains_both_decoders_but_not_the_backbone(
+    tmp_path: Path,
+) -> None:
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(stage="oe", steps=2, batch_size=2, size=SIZE, oe_trainable="decoders")
+    sources = [_frames(2, outliers=True), _frames(2, outliers=False)]
+    train_mask2former(model, sources, config, tmp_path, progress=False)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert not any(k.startswith("model.pixel_level_module.encoder.") for k in changed)
+    assert any(k.startswith("model.pixel_level_module.decoder.") for k in changed)
+    assert any(k.startswith("model.transformer_module.decoder.layers.") for k in changed)
+    assert any(k.startswith("class_predictor.") for k in changed)
+
+
 def test_fp16_export_loads_in_float32_through_the_loader(tmp_path: Path) -> None:
     model = _model().eval()
     directory = export_huggingface(model, tmp_path / "hf")
