@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "list committed runs and clean up the leftovers of killed ones",
     ),
     "review": ("pipelines.review.cli", "build, browse and export the FiftyOne review dataset"),
+    "report": (
+        "pipelines.review.report",
+        "a run's top candidates as a static HTML page and a PNG contact sheet",
+    ),
     "weights": ("pipelines.weights.cli", "download and list model checkpoints"),
     "world": ("pipelines.world.cli", "generate the synthetic road world (scenes with known truth)"),
     "train": ("pipelines.training.cli", "train Mask2Former or SAM on the world or your own data"),

@@ -14,10 +14,15 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the reader only: `review pool` (the writer) and `--help` stay light.
 
 __all__ = ["OutlierPool", "PoolError", "PoolObject", "write_pool_files"]
 
@@ -107,6 +112,8 @@ class OutlierPool:
 
 
 def _read_object(root: Path, entry: dict) -> tuple[torch.Tensor, torch.Tensor, bytes]:
+    import torch
+
     try:
         image_path, mask_path = root / entry["image"], root / entry["mask"]
     except (KeyError, TypeError):

@@ -30,6 +30,8 @@ print("heavy", ",".join(heavy) or "none")
         ["evaluate", "--config", "c.yaml"],  # no --data
         ["runs", "--help"],
         ["review", "--help"],
+        ["report", "--help"],
+        ["world", "confirm", "--help"],
         ["world", "generate", "--help"],
         ["weights", "--help"],
         ["train", "--help"],
