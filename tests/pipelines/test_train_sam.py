@@ -192,10 +192,12 @@ def test_the_model_card_command_spells_out_every_recipe_option() -> None:
 
     parser = argparse.ArgumentParser()
     configure_parser(parser)
-    args = parser.parse_args(["--world", "w", "--out", "o", "--paste-objects", "6"])
-    command = _command(args)
+    argv = ["--world", "w", "--out", "o", "--paste-objects", "6", "--paste-shadows"]
+    args = parser.parse_args(argv)
+    command = _command(args) + " "
     assert "--paste-objects 6" in command
     skipped = {"world", "cityscapes", "cityscapes_split", "no_progress", "help"}
     for action in parser._actions:
-        if action.dest not in skipped and getattr(args, action.dest) is not None:
+        if action.dest not in skipped and getattr(args, action.dest) not in (None, False):
             assert f"--{action.dest.replace('_', '-')} " in command, action.dest
+    assert "--paste-shadows" not in _command(parser.parse_args(argv[:-1]))  # a flag: when set
