@@ -16,14 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipelines.mining.tables import read_table
 from pipelines.outlier_pool import PoolObject, write_pool_files
 from pipelines.world.scoring import (
     MIN_AREA,
     counts_as_planted,
     load_ground_truth,
     match_run,
-    world_frame_id,
 )
 from transforms.masks import decode_rle
 
@@ -58,14 +56,12 @@ def confirm_run(
         json.loads(Path(p).read_text())["log_id"]: Path(p).resolve().parent for p in ground_truth
     }
     result = match_run(str(run_dir), sightings, top, min_area, iou)
-    frames = read_table(str(run_dir), "frames").select(["frame_key", "frame_uri"]).to_pylist()
-    frame_ids = {row["frame_key"]: world_frame_id(row["frame_uri"]) for row in frames}
     run_id = Path(run_dir).name
     objects = []
     for rank, (cand, sighting) in enumerate(zip(result.candidates, result.matches, strict=True)):
         if sighting is None or not counts_as_planted(sighting, min_area):
             continue
-        log_id, index = frame_ids[cand["frame_key"]]
+        log_id, index = result.frame_ids[cand["frame_key"]]
         path = logs_root[log_id] / log_id / "images" / f"frame_{index:06d}.png"
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:

@@ -116,6 +116,7 @@ class RankedMatches:
 
     candidates: list[dict]  # instances rows, best first
     matches: list[dict | None]  # per candidate: its sighting (small/ignored ones included)
+    frame_ids: dict[str, tuple[str, int] | None]  # run frame key -> (log id, frame index)
     planted: int
     frames_with_objects: int
     gated_frames_with_objects: int
@@ -185,7 +186,7 @@ def match_run(
         if best is not None and counts_as_planted(best, min_area):
             matched.add((best["log_id"], best["frame_index"], best["instance_id"]))
         matches.append(best)
-    return RankedMatches(ranked, matches, planted, len(with_objects), gated)
+    return RankedMatches(ranked, matches, frame_ids, planted, len(with_objects), gated)
 
 
 def score_run(
