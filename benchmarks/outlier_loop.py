@@ -70,7 +70,9 @@ def generate_training_world(root: Path, train: int, ood: int) -> Path:
 def fine_tune(
     training_world: Path, init: str, pool: Path, out: Path, steps: int, threads: int = 1
 ) -> Path:
-    """``ugains train mask2former --stage oe --init INIT --outliers POOL`` (round 1's recipe)."""
+    """``ugains train mask2former --stage oe --init INIT --outliers POOL``: round 1's recipe
+    (random shapes, both decoders) with the pool added, at the default scale jitter
+    (0.75-1.25; round 1 used 0.75-1.75)."""
     from models.zoo import resolve_zoo_path
     from pipelines.training import mask2former as command
 
