@@ -16,6 +16,7 @@ from torch import Tensor
 
 from models.config import MethodConfig, ModelsConfig
 from transforms import fusion, nms, sampling, scores
+from transforms.embeddings import mask_embeddings
 from transforms.ignore import ignore_filter
 from transforms.mask_scores import mask_scores
 
@@ -44,6 +45,9 @@ class FrameResult:
         prompt_points: ``[P, 2]`` int64 ``(x, y)``, every prompt given to SAM.
         gated: True when frame gating skipped SAM (no pixel above the threshold).
         timings: milliseconds per stage (the batch's time divided by its size).
+        embeddings: ``[M, C]`` float32, unit rows: SAM's image features pooled inside each
+            mask (:func:`transforms.embeddings.mask_embeddings`; ``C`` = 256 for SAM); None
+            when the step has no SAM (``mode: rba``).
     """
 
     semantic: Tensor
@@ -56,6 +60,7 @@ class FrameResult:
     prompt_points: Tensor
     gated: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    embeddings: Tensor | None = None
 
     @property
     def num_instances(self) -> int:
@@ -274,8 +279,9 @@ class UGainS:
         size: tuple[int, int],
         clock: StageClock,
         embeddings: dict[int, Tensor],
-    ) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """SAM masks ``[N, H, W]``, predicted IoU ``[N]`` and prompts ``[N, 2]`` per frame.
+    ) -> list[tuple[Tensor, Tensor, Tensor, Tensor | None]]:
+        """SAM masks ``[N, H, W]``, predicted IoU ``[N]``, prompts ``[N, 2]`` and the image
+        embedding ``[C, g, g]`` (None when SAM did not run) per frame.
 
         Frames get their image embedding from ``embeddings`` or, once, from one batched
         encoder call over the frames that lack one (added to ``embeddings``).
@@ -286,7 +292,7 @@ class UGainS:
             torch.zeros(0, device=device),
         )
         wanted = [i for i, points in enumerate(prompts) if points.shape[0] > 0]
-        out = [(*no_masks, prompts[i]) for i in range(len(prompts))]
+        out = [(*no_masks, prompts[i], None) for i in range(len(prompts))]
         if not wanted:
             return out
         missing = [i for i in wanted if i not in embeddings]
@@ -295,7 +301,7 @@ class UGainS:
             clock.lap("sam_encoder")
         for index in wanted:
             masks, iou = self.prompter.segment(embeddings[index], prompts[index], size)
-            out[index] = (masks, iou.float(), prompts[index])
+            out[index] = (masks, iou.float(), prompts[index], embeddings[index])
         clock.lap("sam_decoder")
         return out
 
@@ -308,8 +314,10 @@ class UGainS:
         masks: Tensor,
         sam_iou: Tensor,
         points: Tensor,
+        features: Tensor | None,
     ) -> dict:
-        """Steps 7-10 for one frame: score, de-duplicate, drop ignored, fuse."""
+        """Steps 7-10 for one frame: score, de-duplicate, drop ignored, fuse; and the kept
+        masks' embeddings."""
         scores_of_masks = mask_scores(anomaly, masks, empty_value=method.empty_mask_score)
         keep = nms.mask_nms(masks, scores_of_masks, iou_threshold=method.nms_iou_threshold)
         if ignore is not None and keep.numel() > 0:
@@ -330,7 +338,15 @@ class UGainS:
             "scores": scores_of_masks.float().cpu(),
             "sam_iou": sam_iou[keep].cpu(),
             "points": points[keep].long().cpu(),
+            "embeddings": self._embeddings(features, masks),
         }
+
+    def _embeddings(self, features: Tensor | None, masks: Tensor) -> Tensor | None:
+        if self.prompter is None:
+            return None
+        if features is None:  # SAM did not run on this frame, so it has no masks
+            return torch.zeros((masks.shape[0], self.prompter.embedding_shape[0]))
+        return mask_embeddings(features, masks, self.prompter.image_size).cpu()
 
 
 class StageClock:

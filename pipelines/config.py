@@ -63,15 +63,36 @@ Source = Annotated[
 ]
 
 
+class TracksConfig(StrictModel):
+    """Linking a log's instances into objects (transforms/tracks.py, docs/method.md "Curation")."""
+
+    enabled: bool = True
+    max_gap: int = Field(2, ge=0)  # frames a track may go unseen and still be continued
+    max_shift: float = Field(2.0, gt=0.0)  # centre shift per frame, in larger-box diagonals
+    min_similarity: float = Field(0.5, ge=-1.0, le=1.0)  # cosine of linked embeddings
+    # Tracks of two different logs at least this similar are near-duplicates (same object).
+    duplicate_similarity: float = Field(0.95, gt=0.0, le=1.0)
+
+
 class OutputConfig(StrictModel):
     root: str = "ugains_runs"  # runs/<run id>/ and ledger/ go below it
     top_n: int = Field(100, ge=1)  # rows of candidates.parquet
+    # "track": candidates are objects, each its best sighting; "instance": every sighting.
+    rank_by: Literal["track", "instance"] = "track"
+    max_per_log: int | None = Field(None, ge=1)  # at most this many candidates per drive log
+    tracks: TracksConfig = TracksConfig()
     crop_margin: float = Field(0.25, ge=0.0)  # context around the bbox, fraction of its size
     min_crop_margin: int = Field(16, ge=0)  # ... and at least this many pixels
     store_maps: bool = True  # fused-score PNGs for frames with candidates
     store_semantic: bool = False
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     incremental: bool = True  # skip frame keys already in the ledger for this fingerprint
+
+    @model_validator(mode="after")
+    def _tracks_for_track_ranking(self) -> OutputConfig:
+        if self.rank_by == "track" and not self.tracks.enabled:
+            raise ValueError("rank_by: track needs tracks.enabled: true (or rank_by: instance)")
+        return self
 
 
 class InferenceConfig(StrictModel):

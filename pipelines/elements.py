@@ -120,6 +120,8 @@ class FrameInference:
         gated: frame gating skipped SAM.
         timings: model milliseconds per stage for this frame.
         compact_ms: host milliseconds spent making this record (RLE, PNGs).
+        embeddings: ``[M, C]`` float16 unit rows, each mask's pooled SAM features; None when
+            the step has no SAM.
     """
 
     size: tuple[int, int]
@@ -136,6 +138,7 @@ class FrameInference:
     gated: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     compact_ms: float = 0.0
+    embeddings: np.ndarray | None = None
 
     @property
     def num_instances(self) -> int:

@@ -95,6 +95,7 @@ def compact_result(
     else:
         fused_png, low, high = None, float(fused.min()), float(fused.max())
     semantic = _png(result.semantic.numpy()) if store_semantic else None
+    embeddings = None if result.embeddings is None else result.embeddings.numpy().astype(np.float16)
     return FrameInference(
         size=tuple(fused.shape),
         mask_rles=mask_rles,
@@ -110,6 +111,7 @@ def compact_result(
         gated=bool(result.gated),
         timings=dict(result.timings),
         compact_ms=(time.perf_counter() - start) * 1e3,
+        embeddings=embeddings,
     )
 
 

@@ -29,6 +29,7 @@ from pipelines.elements import (
     dead_letter_failures,
 )
 from pipelines.geometry import points_to_frame, resize_nearest
+from pipelines.mining.schema import EMBEDDING_DIM
 from transforms.masks import crop_box_with_margin, decode_rle, encode_rle, rle_areas_and_boxes
 
 __all__ = [
@@ -110,6 +111,20 @@ def _original_rles(result: FrameInference, size: tuple[int, int]) -> list[str]:
     return encode_rle(torch.from_numpy(resize_nearest(small, size)))
 
 
+def _embeddings(result: FrameInference) -> np.ndarray:
+    """``[M, 256]`` float16: the result's embeddings, zeros when the step has no SAM."""
+    count = len(result.mask_rles)
+    if result.embeddings is None:
+        return np.zeros((count, EMBEDDING_DIM), np.float16)
+    embeddings = np.asarray(result.embeddings, np.float16)
+    if embeddings.shape != (count, EMBEDDING_DIM):
+        raise ValueError(
+            f"embeddings must have shape ({count}, {EMBEDDING_DIM}) for {count} masks, got "
+            f"{embeddings.shape}"
+        )
+    return embeddings
+
+
 def instance_rows(
     frame: DecodedFrame, result: FrameInference, ctx: RunContext
 ) -> list[dict[str, Any]]:
@@ -122,6 +137,7 @@ def instance_rows(
     areas, boxes = rle_areas_and_boxes(counts, *size)
     crops = crop_box_with_margin(boxes, size, ctx.crop_margin, ctx.min_crop_margin).tolist()
     points = points_to_frame(np.asarray(result.points).reshape(-1, 2), result.size, size)
+    embeddings = _embeddings(result)
     rows: list[dict[str, Any]] = []
     for i, (mask_rle, area, box, crop) in enumerate(
         zip(counts, areas.tolist(), boxes.tolist(), crops, strict=True)
@@ -153,6 +169,8 @@ def instance_rows(
                 "crop_y": crop[1],
                 "crop_w": crop[2],
                 "crop_h": crop[3],
+                "embedding": embeddings[i],
+                "track_id": None,  # set by the tracks stage
                 **ctx.provenance(),
             }
         )

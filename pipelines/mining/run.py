@@ -3,7 +3,8 @@
 The pipeline is a short chain of named transforms::
 
     FrameSources -> Shard (Reshuffle) -> Decode -> RunInference -> InstancesToRows
-        -> WriteInstances / TopCandidates -> WriteCandidates / WriteFrames / WriteErrors
+        -> LinkTracks -> WriteInstances / WriteTracks / TopObjects (or TopCandidates)
+        -> WriteCandidates;  WriteFrames / WriteErrors
 
 Runners: the DirectRunner (default; ``direct_num_workers`` worker processes with
 ``direct_running_mode: multi_processing``), DataflowRunner, FlinkRunner and SparkRunner take
@@ -125,6 +126,7 @@ def build_pipeline(
     from pipelines.mining.rows import FailuresToRows, InstancesToRows
     from pipelines.mining.sinks import TopCandidates, WriteTable
     from pipelines.mining.sources import write_plan
+    from pipelines.mining.tracks import LinkTracks, TopObjects
 
     handler = UGainSModelHandler(
         config.models,
@@ -159,10 +161,20 @@ def build_pipeline(
         | "AllFailures" >> beam.Flatten()
         | "ErrorRows" >> FailuresToRows(ctx)
     )
+    output = config.output
+    if output.tracks.enabled:
+        instances, tracks = instances | "LinkTracks" >> LinkTracks(
+            output.tracks, ctx.run_id, ctx.config_fingerprint
+        )
+        _ = tracks | "WriteTracks" >> WriteTable("tracks", out, compression)
+    if output.rank_by == "track":
+        top = TopObjects(output, tracks)
+    else:
+        top = TopCandidates(output.top_n, output.max_per_log)
     _ = instances | "WriteInstances" >> WriteTable("instances", out, compression)
     _ = (
         instances
-        | "TopCandidates" >> TopCandidates(config.output.top_n)
+        | "TopCandidates" >> top
         | "WriteCandidates" >> WriteTable("candidates", out, compression)
     )
     _ = frames | "WriteFrames" >> WriteTable("frames", out, compression)

@@ -3,7 +3,9 @@
 A run directory holds::
 
     instances/   every anomaly instance found (sharded Parquet files)
-    candidates.parquet   the global top-N instances, ``rank`` 1..N by descending score
+    candidates.parquet   the global top-N objects (best sighting of each track; or every
+                 instance with ``output.rank_by: instance``), ``rank`` 1..N by descending score
+    tracks/      one row per object: a log's instances linked across frames
     frames/      one row per processed frame (status, max scores, timings, stored maps)
     errors/      one row per input frame that could not be processed, with the reason
     maps/        optional 8-bit PNG score maps and semantic maps referenced by ``frames``
@@ -12,14 +14,27 @@ A run directory holds::
 
 Each table carries its name and version in the Parquet key-value metadata
 (``ugains.table`` / ``ugains.schema_version``) so readers can refuse files they do not know.
-Column meanings are documented in README.md ("Output tables").
+Version 2 added the ``embedding`` and ``track_id`` columns of instances, the track columns of
+candidates and the ``tracks`` table; version-1 runs are read with those columns null
+(:func:`pipelines.mining.tables.read_table`; :func:`embedding_matrix` reads a null or zero
+embedding as "none"). Column meanings are documented in README.md
+("Output tables").
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+EMBEDDING_DIM = 256  # SAM's image-feature channels: every SAM has 256
+# Columns a version-1 file lacks; readers fill them with nulls.
+ADDED_IN_VERSION_2 = {
+    "instances": ("embedding", "track_id"),
+    "candidates": ("embedding", "track_id", "track_sightings", "duplicate_of"),
+}
+EMBEDDING_TYPE = pa.list_(pa.float16(), EMBEDDING_DIM)
 
 # Columns shared by every per-frame table: where the frame came from.
 _FRAME_ID_FIELDS = [
@@ -37,6 +52,17 @@ _PROVENANCE_FIELDS = [
     pa.field("config_fingerprint", pa.string(), nullable=False),
     pa.field("ugains_version", pa.string(), nullable=False),
 ]
+
+
+def embedding_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An ``embedding`` column -> ``[N, 256]`` float32; rows without one (null) are zeros."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    out = np.zeros((len(column), EMBEDDING_DIM), np.float32)
+    valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), bool)
+    if valid.any():
+        values = column.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)
+        out[valid] = values.astype(np.float32).reshape(-1, EMBEDDING_DIM)
+    return out
 
 
 def _with_metadata(table: str, fields: list[pa.Field]) -> pa.Schema:
@@ -70,13 +96,43 @@ INSTANCES_SCHEMA = _with_metadata(
         pa.field("crop_y", pa.int32(), nullable=False),
         pa.field("crop_w", pa.int32(), nullable=False),
         pa.field("crop_h", pa.int32(), nullable=False),
+        # SAM's image features inside the mask, unit length (float16 x 256); all zeros without
+        # SAM. Not nullable: Arrow cannot read back a null in a fixed-size list from Parquet.
+        pa.field("embedding", EMBEDDING_TYPE, nullable=False),
+        pa.field("track_id", pa.string()),  # the object's track (tracks table); null if off
         *_PROVENANCE_FIELDS,
     ],
 )
 
 CANDIDATES_SCHEMA = _with_metadata(
     "candidates",
-    [pa.field("rank", pa.int32(), nullable=False), *INSTANCES_SCHEMA],
+    [
+        pa.field("rank", pa.int32(), nullable=False),
+        *INSTANCES_SCHEMA,
+        pa.field("track_sightings", pa.int32()),  # instances in the track; null by instance
+        pa.field("duplicate_of", pa.string()),  # near-duplicate of this track (another log)
+    ],
+)
+
+TRACKS_SCHEMA = _with_metadata(
+    "tracks",
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("track_id", pa.string(), nullable=False),  # its first sighting's instance_id
+        pa.field("log_id", pa.string(), nullable=False),
+        pa.field("first_frame_index", pa.int64(), nullable=False),
+        pa.field("last_frame_index", pa.int64(), nullable=False),
+        pa.field("sightings", pa.int32(), nullable=False),  # instances linked into the track
+        pa.field("best_instance_id", pa.string(), nullable=False),  # highest score
+        pa.field("best_score", pa.float32(), nullable=False),
+        pa.field("mean_score", pa.float32(), nullable=False),
+        pa.field("min_score", pa.float32(), nullable=False),
+        # mean of the sightings' embeddings, unit length; all zeros without SAM
+        pa.field("embedding", EMBEDDING_TYPE, nullable=False),
+        # the best-ranked track of another log this one nearly duplicates, or null
+        pa.field("duplicate_of", pa.string()),
+        pa.field("config_fingerprint", pa.string(), nullable=False),
+    ],
 )
 
 FRAMES_SCHEMA = _with_metadata(
@@ -117,6 +173,7 @@ ERRORS_SCHEMA = _with_metadata(
 TABLES: dict[str, pa.Schema] = {
     "instances": INSTANCES_SCHEMA,
     "candidates": CANDIDATES_SCHEMA,
+    "tracks": TRACKS_SCHEMA,
     "frames": FRAMES_SCHEMA,
     "errors": ERRORS_SCHEMA,
 }

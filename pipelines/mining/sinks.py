@@ -42,19 +42,30 @@ def _rank_key(row: dict[str, Any]) -> tuple[float, str]:
 
 
 def rank_candidates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows by descending ``(score, instance_id)`` with ``rank`` 1..N."""
+    """Rows by descending ``(score, instance_id)`` with ``rank`` 1..N (and the candidates
+    table's track columns, null unless the rows have them)."""
     ordered = sorted(rows, key=_rank_key, reverse=True)
-    return [{"rank": rank, **row} for rank, row in enumerate(ordered, start=1)]
+    no_track = {"track_sightings": None, "duplicate_of": None}
+    return [{"rank": rank, **no_track, **row} for rank, row in enumerate(ordered, start=1)]
 
 
 class TopCandidates(beam.PTransform):
-    """The global top-``n`` instance rows by score, ranked 1..N (ties: higher instance_id)."""
+    """The global top-``n`` instance rows by score, ranked 1..N (ties: higher instance_id);
+    with ``max_per_log``, at most that many of each drive log."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, max_per_log: int | None = None) -> None:
         super().__init__()
         self.n = n
+        self.max_per_log = max_per_log
 
     def expand(self, instances: beam.PCollection) -> beam.PCollection:
+        if self.max_per_log is not None:
+            instances = (
+                instances
+                | "KeyByLog" >> beam.Map(lambda row: (row["log_id"], row))
+                | "TopPerLog" >> beam.combiners.Top.PerKey(self.max_per_log, key=_rank_key)
+                | "PerLogRows" >> beam.FlatMap(lambda keyed: keyed[1])
+            )
         return (
             instances
             | "Top" >> beam.combiners.Top.Of(self.n, key=_rank_key)

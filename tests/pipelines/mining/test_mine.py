@@ -220,15 +220,33 @@ def test_mining_runs_reruns_and_restarts_on_a_changed_config(
         assert row["config_fingerprint"] == config.fingerprint()
         assert row["run_id"] == "run-1"
 
-    # candidates = the global top-N by descending score, ranked 1..N.
-    top = sorted(instances, key=lambda r: (r["score"], r["instance_id"]), reverse=True)[:5]
+    # Every instance is in exactly one track of its log; each track is named by its first
+    # sighting and counts its sightings.
+    tracks = read_table(str(run_dir), "tracks").to_pylist()
+    members: dict[str, list[dict]] = {}
+    for row in instances:
+        members.setdefault(row["track_id"], []).append(row)
+    assert sorted(members) == sorted(t["track_id"] for t in tracks)
+    for track in tracks:
+        sightings = sorted(members[track["track_id"]], key=lambda r: r["frame_index"])
+        assert {r["log_id"] for r in sightings} == {track["log_id"]}
+        assert track["track_id"] == sightings[0]["instance_id"]
+        assert track["sightings"] == len(sightings)
+        assert len({r["frame_key"] for r in sightings}) == len(sightings)
+        best = max(sightings, key=lambda r: (r["score"], r["instance_id"]))
+        assert track["best_instance_id"] == best["instance_id"]
+
+    # candidates = the top-N objects: each track's best sighting, by descending score.
+    top = sorted(tracks, key=lambda t: (t["best_score"], t["best_instance_id"]), reverse=True)[:5]
     assert [r["rank"] for r in candidates] == list(range(1, len(top) + 1))
-    assert [r["instance_id"] for r in candidates] == [r["instance_id"] for r in top]
+    assert [r["instance_id"] for r in candidates] == [t["best_instance_id"] for t in top]
+    assert [r["track_sightings"] for r in candidates] == [t["sightings"] for t in top]
 
     record = json.loads((run_dir / "run.json").read_text())
     assert record["counts"] == {
         "instances": len(instances),
         "candidates": len(candidates),
+        "tracks": len(tracks),
         "frames": len(GOOD),
         "errors": len(BAD),
     }

@@ -491,7 +491,7 @@ def test_a_directory_that_is_not_a_run_is_refused(run_a: SyntheticRun, tmp_path:
     broken = tmp_path / "broken"
     shutil.copytree(run_a.path, broken)
     shutil.copy(broken / "frames" / "part-00000.parquet", broken / "candidates.parquet")
-    with pytest.raises(ReviewError, match=r"is table 'frames' version 1, expected 'candidates'"):
+    with pytest.raises(ReviewError, match=r"is table 'frames' version 2, expected 'candidates'"):
         read_run(broken)
     (broken / "candidates.parquet").write_bytes(b"not parquet")
     with pytest.raises(ReviewError, match=r"cannot read Parquet table .*candidates.parquet"):

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipelines.mining.schema import TABLES
+from pipelines.mining.schema import EMBEDDING_DIM, EMBEDDING_TYPE, TABLES
 from pipelines.world.generate import _sighting
 from pipelines.world.scoring import load_ground_truth, score_run, world_frame_id
 from transforms.masks import encode_rle
@@ -27,7 +27,13 @@ def _box(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
 
 def _write(run: Path, table: str, rows: list[dict]) -> None:
     schema = TABLES[table]
-    defaults = {pa.string(): "", pa.binary(): b"", pa.float32(): 0.0, pa.float64(): 0.0}
+    defaults = {
+        pa.string(): "",
+        pa.binary(): b"",
+        pa.float32(): 0.0,
+        pa.float64(): 0.0,
+        EMBEDDING_TYPE: [0.0] * EMBEDDING_DIM,
+    }
     full = [{f.name: row.get(f.name, defaults.get(f.type, 0)) for f in schema} for row in rows]
     (run / table).mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(full, schema=schema), run / table / "part-0.parquet")

@@ -1,0 +1,82 @@
+"""Track linking joins one object's sightings across frames and keeps objects apart."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from transforms.tracks import link_tracks, track_affinity
+
+
+def _unit(*rows: list[float]) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.tensor(rows, dtype=torch.float32), dim=1)
+
+
+def test_an_object_growing_towards_the_camera_is_one_track() -> None:
+    # The box doubles and slides down each frame, as a road object does when approached.
+    frames = torch.tensor([0, 1, 2])
+    boxes = torch.tensor([[100.0, 60, 8, 6], [98, 66, 16, 12], [94, 80, 32, 24]])
+    assert link_tracks(frames, boxes).tolist() == [0, 0, 0]
+
+
+def test_two_objects_side_by_side_keep_their_own_tracks_in_any_input_order() -> None:
+    frames = torch.tensor([1, 0, 1, 0])
+    boxes = torch.tensor(
+        [[52.0, 52, 10, 10], [200, 50, 10, 10], [203, 51, 10, 10], [50, 50, 10, 10]]
+    )
+    got = link_tracks(frames, boxes)
+    # Tracks are numbered as they start: frame 0 first, in input order.
+    assert got.tolist() == [1, 0, 0, 1]
+
+
+def test_dissimilar_embeddings_are_not_linked_however_close() -> None:
+    frames = torch.tensor([0, 1])
+    boxes = torch.tensor([[50.0, 50, 10, 10], [51, 50, 10, 10]])
+    embeddings = _unit([1.0, 0.0], [0.0, 1.0])
+    assert link_tracks(frames, boxes, embeddings, min_similarity=0.5).tolist() == [0, 1]
+    assert link_tracks(frames, boxes, embeddings, min_similarity=-1.0).tolist() == [0, 0]
+
+
+def test_a_track_survives_max_gap_missing_frames_and_no_more() -> None:
+    boxes = torch.tensor([[50.0, 50, 10, 10], [50, 50, 10, 10]])
+    assert link_tracks(torch.tensor([0, 3]), boxes, max_gap=2).tolist() == [0, 0]
+    assert link_tracks(torch.tensor([0, 4]), boxes, max_gap=2).tolist() == [0, 1]
+
+
+def test_a_jump_larger_than_max_shift_diagonals_per_frame_starts_a_new_track() -> None:
+    boxes = torch.tensor([[0.0, 0, 3, 4], [0, 10, 3, 4]])  # diagonal 5, centres 10 apart
+    assert link_tracks(torch.tensor([0, 1]), boxes, max_shift=2.0).tolist() == [0, 0]
+    assert link_tracks(torch.tensor([0, 1]), boxes, max_shift=1.9).tolist() == [0, 1]
+    # Two frames elapsed (one missed) allow twice the shift.
+    assert link_tracks(torch.tensor([0, 2]), boxes, max_shift=1.0).tolist() == [0, 0]
+
+
+def test_two_instances_of_one_frame_never_share_a_track() -> None:
+    frames = torch.tensor([0, 1, 1])
+    boxes = torch.tensor([[50.0, 50, 10, 10], [50, 50, 10, 10], [52, 50, 10, 10]])
+    got = link_tracks(frames, boxes)
+    assert got.tolist() == [0, 0, 1]  # the closer one continues the track
+
+
+def test_affinity_is_distance_over_the_larger_diagonal_and_cosine() -> None:
+    distance, cosine = track_affinity(
+        torch.tensor([[0.0, 0, 6, 8]]),
+        torch.tensor([[10.0, 0, 6, 8], [0, 0, 3, 4]]),
+        _unit([1.0, 0.0]),
+        _unit([1.0, 0.0], [1.0, 1.0]),
+    )
+    torch.testing.assert_close(distance, torch.tensor([[1.0, 2.5 / 10]]))
+    torch.testing.assert_close(cosine, torch.tensor([[1.0, 2**-0.5]]))
+
+
+def test_no_instances_give_no_tracks() -> None:
+    got = link_tracks(torch.zeros(0, dtype=torch.long), torch.zeros(0, 4))
+    assert got.shape == (0,)
+    assert got.dtype == torch.int64
+
+
+def test_mismatched_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"boxes must have shape \[2, 4\]"):
+        link_tracks(torch.tensor([0, 1]), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="embeddings must have 2 rows"):
+        link_tracks(torch.tensor([0, 1]), torch.zeros(2, 4), torch.zeros(3, 8))

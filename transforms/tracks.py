@@ -1,0 +1,137 @@
+"""Object tracks: link the instances of consecutive frames of one drive log into objects.
+
+A roadside object is seen in many consecutive frames; linking its sightings lets a reviewer
+see one object once, with its best view. Linking is greedy and online, frame by frame in log
+order: each instance joins the active track it is closest to, if
+
+- the track was last seen at most ``max_gap + 1`` frames earlier,
+- the centres are at most ``max_shift`` times the larger box diagonal apart per elapsed frame
+  (objects the car drives towards grow and slide away from the horizon: the tolerance scales
+  with their size), and
+- their embeddings' cosine similarity is at least ``min_similarity`` (when embeddings exist);
+
+closest pairs first, each track and each instance used once per frame. An instance that joins
+no track starts one. The loop runs over frames and over the pairs of one frame; all distances
+are computed as matrices.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from transforms._validate import INT_DTYPES, check_count, check_finite, check_float, check_tensor
+
+__all__ = ["link_tracks", "track_affinity"]
+
+
+def _centres_and_diagonals(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    xy, wh = boxes[:, :2], boxes[:, 2:]
+    return xy + wh / 2, wh.norm(dim=1)
+
+
+def track_affinity(
+    boxes_a: torch.Tensor,
+    boxes_b: torch.Tensor,
+    embeddings_a: torch.Tensor | None,
+    embeddings_b: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised centre distance and cosine similarity of every pair ``(a, b)``.
+
+    Args:
+        boxes_a / boxes_b: ``[A, 4]`` / ``[B, 4]`` float ``(x, y, w, h)``.
+        embeddings_a / embeddings_b: ``[A, C]`` / ``[B, C]`` float unit rows, or None.
+
+    Returns:
+        ``([A, B] distance / max(diagonal_a, diagonal_b, 1), [A, B] cosine)`` float32; the
+        cosine is all ones without embeddings.
+    """
+    centre_a, diagonal_a = _centres_and_diagonals(boxes_a.float())
+    centre_b, diagonal_b = _centres_and_diagonals(boxes_b.float())
+    scale = torch.maximum(diagonal_a[:, None], diagonal_b[None, :]).clamp(min=1.0)
+    distance = torch.cdist(centre_a, centre_b) / scale
+    if embeddings_a is None or embeddings_b is None:
+        return distance, torch.ones_like(distance)
+    return distance, embeddings_a.float() @ embeddings_b.float().T
+
+
+def link_tracks(
+    frame_index: torch.Tensor,
+    boxes: torch.Tensor,
+    embeddings: torch.Tensor | None = None,
+    *,
+    max_gap: int = 2,
+    max_shift: float = 2.0,
+    min_similarity: float = 0.5,
+) -> torch.Tensor:
+    """Track number of each instance of one log.
+
+    Args:
+        frame_index: ``[N]`` integer frame of each instance (any order).
+        boxes: ``[N, 4]`` float ``(x, y, w, h)`` in frame pixels.
+        embeddings: ``[N, C]`` float unit rows, or None to link on position alone.
+        max_gap: frames a track may go unseen and still be continued.
+        max_shift: largest centre distance per elapsed frame, in larger-box diagonals.
+        min_similarity: smallest cosine similarity of linked embeddings.
+
+    Returns:
+        ``[N]`` int64 track numbers ``0..T-1``, numbered in the order tracks start (frame,
+        then input order). Two instances of one frame never share a track.
+    """
+    frame_index = check_tensor("frame_index", frame_index, ndim=1, dtypes=INT_DTYPES)
+    boxes = check_float("boxes", boxes, ndim=2)
+    if boxes.shape != (frame_index.shape[0], 4):
+        raise ValueError(
+            f"boxes must have shape [{frame_index.shape[0]}, 4], got {tuple(boxes.shape)}"
+        )
+    if embeddings is not None:
+        embeddings = check_float("embeddings", embeddings, ndim=2)
+        if embeddings.shape[0] != frame_index.shape[0]:
+            raise ValueError(
+                f"embeddings must have {frame_index.shape[0]} rows, got {embeddings.shape[0]}"
+            )
+    check_count("max_gap", max_gap)
+    max_shift = check_finite("max_shift", max_shift)
+    min_similarity = check_finite("min_similarity", min_similarity)
+
+    count = frame_index.shape[0]
+    track = torch.full((count,), -1, dtype=torch.long)
+    frames = frame_index.cpu().long()
+    # Active tracks: the instance each was last seen as, and that frame.
+    last_instance: list[int] = []
+    last_frame: list[int] = []
+    for frame in torch.unique(frames).tolist():
+        here = (frames == frame).nonzero().flatten()
+        alive = [t for t, seen in enumerate(last_frame) if frame - seen <= max_gap + 1]
+        taken_tracks: set[int] = set()
+        if alive:
+            previous = torch.tensor([last_instance[t] for t in alive])
+            elapsed = torch.tensor([frame - last_frame[t] for t in alive], dtype=torch.float32)
+            distance, similarity = track_affinity(
+                boxes[here],
+                boxes[previous],
+                None if embeddings is None else embeddings[here],
+                None if embeddings is None else embeddings[previous],
+            )
+            allowed = (distance.cpu() <= max_shift * elapsed[None, :]) & (
+                similarity.cpu() >= min_similarity
+            )
+            cost = torch.where(allowed, distance.cpu(), torch.inf)
+            order = torch.argsort(cost.flatten(), stable=True)
+            finite = int(torch.isfinite(cost).sum())
+            taken_instances: set[int] = set()
+            for flat in order[:finite].tolist():
+                i, t = divmod(flat, len(alive))
+                if i in taken_instances or t in taken_tracks:
+                    continue
+                taken_instances.add(i)
+                taken_tracks.add(t)
+                track[here[i]] = alive[t]
+        for i in here.tolist():
+            if track[i] < 0:
+                track[i] = len(last_frame)
+                last_instance.append(i)
+                last_frame.append(frame)
+            else:
+                last_instance[int(track[i])] = i
+                last_frame[int(track[i])] = frame
+    return track.to(frame_index.device)
