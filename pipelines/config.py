@@ -67,7 +67,7 @@ class TracksConfig(StrictModel):
     """Linking a log's instances into objects (transforms/tracks.py, docs/method.md "Curation")."""
 
     enabled: bool = True
-    max_gap: int = Field(2, ge=0)  # frames a track may go unseen and still be continued
+    max_gap: int = Field(1, ge=0)  # frames a track may go unseen and still be continued
     max_shift: float = Field(2.0, gt=0.0)  # centre shift per frame, in larger-box diagonals
     min_similarity: float = Field(0.5, ge=-1.0, le=1.0)  # cosine of linked embeddings
     # Tracks of two different logs at least this similar are near-duplicates (same object).

@@ -80,3 +80,19 @@ def test_mismatched_shapes_are_refused() -> None:
         link_tracks(torch.tensor([0, 1]), torch.zeros(3, 4))
     with pytest.raises(ValueError, match="embeddings must have 2 rows"):
         link_tracks(torch.tensor([0, 1]), torch.zeros(2, 4), torch.zeros(3, 8))
+
+
+def test_a_track_follows_its_objects_velocity_not_the_nearest_box() -> None:
+    # The object moves 12 px right per frame; at frame 2 a distractor sits where it was.
+    frames = torch.tensor([0, 1, 2, 2])
+    boxes = torch.tensor([[0.0, 0, 8, 6], [12, 0, 8, 6], [13, 0, 8, 6], [24, 0, 8, 6]])
+    assert link_tracks(frames, boxes, max_shift=2.0).tolist() == [0, 0, 1, 0]
+
+
+def test_a_track_prefers_the_box_that_grew_as_it_has_been_growing() -> None:
+    # The object's diagonal doubles (5 -> 10) without moving; at frame 2 two boxes are equally
+    # near the predicted centre in diagonals (5 px / 10, 10 px / 20): the old size listed
+    # first, the doubled size second.
+    frames = torch.tensor([0, 1, 2, 2])
+    boxes = torch.tensor([[50.0, 50, 3, 4], [48.5, 48, 6, 8], [48.5, 53, 6, 8], [45.5, 34, 12, 16]])
+    assert link_tracks(frames, boxes, max_shift=3.0).tolist() == [0, 0, 1, 0]
