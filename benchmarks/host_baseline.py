@@ -19,7 +19,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from pipelines.elements import DecodedFrame, FrameInference, dead_letter_failures
 from pipelines.geometry import points_to_frame, resize_nearest
 from pipelines.mining.inference import UGainSModelHandler, encode_score_map
-from pipelines.mining.rows import RunContext, _crop_png, _identity
+from pipelines.mining.rows import RunContext, _crop_png, _identity, row_embeddings
 from transforms.masks import crop_box_with_margin, decode_rle, masks_to_xywh
 
 
@@ -58,6 +58,9 @@ def compact_result(
         semantic_png=semantic,
         gated=bool(result.gated),
         timings=dict(result.timings),
+        embeddings=None
+        if result.embeddings is None
+        else result.embeddings.numpy().astype(np.float16),
     )
 
 
@@ -66,6 +69,7 @@ def instance_rows(
 ) -> list[dict[str, Any]]:
     """Rows with each mask decoded, resized, boxed, summed and encoded again."""
     size = frame.size
+    embeddings = row_embeddings(result)
     rows: list[dict[str, Any]] = []
     for i, counts in enumerate(result.mask_rles):
         small = decode_rle(counts, *result.size).numpy()
@@ -101,6 +105,8 @@ def instance_rows(
                 "crop_y": crop[1],
                 "crop_w": crop[2],
                 "crop_h": crop[3],
+                "embedding": embeddings[i],
+                "track_id": None,
                 **ctx.provenance(),
             }
         )

@@ -14,6 +14,7 @@ had (``benchmarks/host_baseline.py``); the script checks that both write the sam
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import os
 import resource
@@ -42,16 +43,20 @@ from pipelines.mining import run as mine_module
 from pipelines.mining.decode import decode_image
 from pipelines.mining.inference import CompactUGainS, UGainSModelHandler, compact_result
 from pipelines.mining.rows import RunContext, instance_rows
-from pipelines.mining.schema import INSTANCES_SCHEMA
+from pipelines.mining.schema import EMBEDDING_DIM, INSTANCES_SCHEMA
 from pipelines.world.generate import split_frame
+from transforms.embeddings import mask_embeddings
 
 SIZE = (1024, 2048)
 FPS = 30.0
 CTX = RunContext("bench", "/tmp/unused", "fp", "0", "m2f", "sam")
+_IMAGE = split_frame(0, "test", 0, SIZE)[0]
+FRAME = DecodedFrame(FrameRef("log/000000", "frame.png", "log", 0), _IMAGE, _IMAGE, 0.0)
 
 
 def busy_result(size: tuple[int, int], count: int = 10, seed: int = 0) -> FrameResult:
-    """A model result: ``count`` elliptic instances, areas log-spaced 9 px .. 5 % of the frame."""
+    """A model result: ``count`` elliptic instances, areas log-spaced 9 px .. 5 % of the frame,
+    each with a unit embedding."""
     rng = np.random.default_rng(seed)
     height, width = size
     areas = np.geomspace(9, 0.05 * height * width, count)[::-1]
@@ -75,7 +80,14 @@ def busy_result(size: tuple[int, int], count: int = 10, seed: int = 0) -> FrameR
         prompt_points=points,
         gated=False,
         timings={"stub": 0.0},
+        embeddings=torch.nn.functional.normalize(
+            torch.from_numpy(rng.normal(size=(count, EMBEDDING_DIM)).astype(np.float32)), dim=1
+        ),
     )
+
+
+def _comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**row, "embedding": np.asarray(row["embedding"]).tolist()} for row in rows]
 
 
 def cpu_ms(call: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -116,13 +128,21 @@ def stub_handler(result: FrameResult) -> type[UGainSModelHandler]:
     return StubHandler
 
 
-def pipeline_cpu_ms(folder: Path, frames: int, result: FrameResult, before: bool) -> float:
-    """CPU ms of a whole ``mine`` run (in-process DirectRunner) with a stubbed model."""
+def pipeline_cpu_ms(
+    folder: Path, frames: int, result: FrameResult, before: bool, tracks: bool = True
+) -> float:
+    """CPU ms of a whole ``mine`` run (in-process DirectRunner) with a stubbed model; with
+    ``tracks`` off the run ranks sightings and writes no tracks table."""
     with tempfile.TemporaryDirectory(prefix="host-cost-run-") as root:
-        return _run_cpu_ms(folder, Path(root), frames, result, before)
+        return _run_cpu_ms(folder, Path(root), frames, result, before, tracks)
 
 
-def _run_cpu_ms(folder: Path, root: Path, frames: int, result: FrameResult, before: bool) -> float:
+def _run_cpu_ms(
+    folder: Path, root: Path, frames: int, result: FrameResult, before: bool, tracks: bool
+) -> float:
+    output = {"root": str(root)}
+    if not tracks:
+        output |= {"rank_by": "instance", "tracks": {"enabled": False}}
     config = parse_config(
         {
             "name": "host-cost",
@@ -134,7 +154,7 @@ def _run_cpu_ms(folder: Path, root: Path, frames: int, result: FrameResult, befo
                 "method": {"reference_size": list(SIZE)},
             },
             "inference": {"min_batch_size": 1, "max_batch_size": 4},
-            "output": {"root": str(root)},
+            "output": output,
         }
     )
     args = ["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -161,7 +181,9 @@ def _run_cpu_ms(folder: Path, root: Path, frames: int, result: FrameResult, befo
     return ((end.ru_utime - start.ru_utime) + (end.ru_stime - start.ru_stime)) * 1e3
 
 
-def marginal_run_ms(png: bytes, frames: int, result: FrameResult, before: bool) -> float:
+def marginal_run_ms(
+    png: bytes, frames: int, result: FrameResult, before: bool, tracks: bool = True
+) -> float:
     """CPU ms per additional frame: runs of ``frames`` and ``2 * frames`` frames, differenced,
     so that the run's fixed costs (Beam start-up, tables, ledger) cancel."""
     spent = []
@@ -169,7 +191,7 @@ def marginal_run_ms(png: bytes, frames: int, result: FrameResult, before: bool) 
         with tempfile.TemporaryDirectory(prefix="host-cost-frames-") as folder:
             for index in range(count):
                 Path(folder, f"{index:06d}.png").write_bytes(png)
-            spent.append(pipeline_cpu_ms(Path(folder), count, result, before))
+            spent.append(pipeline_cpu_ms(Path(folder), count, result, before, tracks))
     return (spent[1] - spent[0]) / frames
 
 
@@ -182,13 +204,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
 
-    image, _, _ = split_frame(0, "test", 0, SIZE)
+    image = _IMAGE
     bgr = np.ascontiguousarray(image[..., ::-1])
     png = cv2.imencode(".png", bgr)[1].tobytes()
     jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     result = busy_result(SIZE)
-    ref = FrameRef("log/000000", "frame.png", "log", 0)
-    frame = DecodedFrame(ref, image, image, 0.0)
+    frame = FRAME
     reps = args.repeats
 
     decode_png, _ = cpu_ms(lambda: decode_image(png, "frame.png", min_side=1, max_side=8192), reps)
@@ -200,7 +221,8 @@ def main() -> None:
     compact_empty_after, _ = cpu_ms(lambda: compact_result(empty), reps)
     rows_before, old_rows = cpu_ms(lambda: host_baseline.instance_rows(frame, old, CTX), reps)
     rows_after, new_rows = cpu_ms(lambda: instance_rows(frame, new, CTX), reps)
-    if old.mask_rles != new.mask_rles or old_rows != new_rows or old.fused_png != new.fused_png:
+    same_rows = _comparable(old_rows) == _comparable(new_rows)
+    if old.mask_rles != new.mask_rles or not same_rows or old.fused_png != new.fused_png:
         raise SystemExit("before and after disagree: the optimised host path changed outputs")
     parquet, _ = cpu_ms(lambda: parquet_bytes(new_rows), reps)
 
@@ -246,6 +268,50 @@ def main() -> None:
     print(f"| {'-' * width} | ---: | ---: |")
     for name, before, after in table:
         print(f"| {name:<{width}} | {before} | {after} |")
+    print()
+    print_curation_cost(png, result, args.frames, reps, run_after)
+
+
+def print_curation_cost(
+    png: bytes, result: FrameResult, frames: int, repeats: int, run_on: float
+) -> None:
+    """What embeddings and tracks add per frame (issue: <= 5 % of the host time)."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn((EMBEDDING_DIM, 64, 64), generator=generator)  # SAM at S = 1024
+    pooling, _ = cpu_ms(lambda: mask_embeddings(features, result.masks, 1024), repeats)
+    no_embedding = dataclasses.replace(result, embeddings=None)
+    rows_with, rows = cpu_ms(lambda: instance_rows(FRAME, compact_result(result), CTX), repeats)
+    rows_without, bare = cpu_ms(
+        lambda: instance_rows(FRAME, compact_result(no_embedding), CTX), repeats
+    )
+    bytes_with, bytes_without = parquet_bytes(rows), parquet_bytes(bare)
+    run_off = marginal_run_ms(png, frames, result, before=False, tracks=False)
+    print(
+        "Embeddings and tracks per frame (10 instances): the `mine` run per extra frame with "
+        "tracks off (sightings ranked) and on (tracks linked, objects ranked)"
+    )
+    table = [
+        ("mask pooling of the embeddings (model step; on the GPU there)", f"{pooling:.1f}"),
+        (
+            "compact + rows, without / with embeddings",
+            f"{rows_without:.1f} / {rows_with:.1f}",
+        ),
+        ("Parquet bytes of the frame's rows, without / with", f"{bytes_without} / {bytes_with}"),
+        ("`mine` run per extra frame, tracks off / on", f"{run_off:.1f} / {run_on:.1f}"),
+        (
+            "tracks stage, share of the run's host time",
+            f"{(run_on - run_off) / run_off * 100:+.1f} %",
+        ),
+        (
+            "embedding rows + tracks, share of the run's host time",
+            f"{(run_on - run_off + rows_with - rows_without) / run_off * 100:+.1f} %",
+        ),
+    ]
+    width = max(len(row[0]) for row in table)
+    print(f"| {'what':<{width}} | CPU ms / value |")
+    print(f"| {'-' * width} | ---: |")
+    for name, value in table:
+        print(f"| {name:<{width}} | {value} |")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ __all__ = [
     "frame_row",
     "instance_rows",
     "map_uri",
+    "row_embeddings",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def _original_rles(result: FrameInference, size: tuple[int, int]) -> list[str]:
     return encode_rle(torch.from_numpy(resize_nearest(small, size)))
 
 
-def _embeddings(result: FrameInference) -> np.ndarray:
+def row_embeddings(result: FrameInference) -> np.ndarray:
     """``[M, 256]`` float16: the result's embeddings, zeros when the step has no SAM."""
     count = len(result.mask_rles)
     if result.embeddings is None:
@@ -137,7 +138,7 @@ def instance_rows(
     areas, boxes = rle_areas_and_boxes(counts, *size)
     crops = crop_box_with_margin(boxes, size, ctx.crop_margin, ctx.min_crop_margin).tolist()
     points = points_to_frame(np.asarray(result.points).reshape(-1, 2), result.size, size)
-    embeddings = _embeddings(result)
+    embeddings = row_embeddings(result)
     rows: list[dict[str, Any]] = []
     for i, (mask_rle, area, box, crop) in enumerate(
         zip(counts, areas.tolist(), boxes.tolist(), crops, strict=True)

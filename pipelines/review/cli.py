@@ -1,4 +1,4 @@
-"""``ugains review``: build, export, pool and app (see :mod:`pipelines.review`)."""
+"""``ugains review``: build, export, pool, similar and app (see :mod:`pipelines.review`)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ review.database_uri or FIFTYONE_DATABASE_URI to use an external MongoDB instead.
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the ``build``, ``export``, ``pool`` and ``app`` subcommands."""
+    """Add the ``build``, ``export``, ``pool``, ``similar`` and ``app`` subcommands."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _EPILOG
     subparsers = parser.add_subparsers(dest="review_command", metavar="ACTION", required=True)
@@ -84,6 +84,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     pool.add_argument("--out", required=True, help="pool directory")
     pool.add_argument("--tag", default="confirmed", choices=REVIEW_TAGS, help="detections to pool")
     pool.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+
+    similar = subparsers.add_parser(
+        "similar",
+        help="more like this: the instances of a run most similar to one (no database needed)",
+        description="The instances of a mining run whose SAM mask embeddings are most similar "
+        "(cosine) to the given instance's; its own track is left out unless --same-track.",
+    )
+    similar.add_argument("--run", required=True, help="the run directory (runs/<run id>)")
+    similar.add_argument("--instance", required=True, help="instance id, e.g. drive_00/000012#0")
+    similar.add_argument("-k", type=int, default=50, help="instances to list (default 50)")
+    similar.add_argument(
+        "--same-track", action="store_true", help="also list sightings of the same track"
+    )
 
     app = add("app", "serve the FiftyOne App for the dataset (local only by default)")
     app.add_argument(
@@ -134,6 +147,16 @@ def run(args: argparse.Namespace) -> int:
     """Run one ``ugains review`` action; returns the exit status."""
     from pipelines.review.database import DatabaseError, review_database
 
+    if args.review_command == "similar":
+        from pipelines.review.similar import format_similar, similar_instances  # imports torch
+
+        try:
+            rows = similar_instances(args.run, args.instance, args.k, args.same_track)
+        except ReviewError as error:
+            logger.error("%s", error)
+            return 2
+        print(format_similar(args.instance, rows))
+        return 0
     # FiftyOne prints its own progress lines on stdout; passed on to our stderr handler as
     # well, each would show twice.
     logging.getLogger("fiftyone").propagate = False

@@ -9,13 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from pipelines.review.fields import (
     ANOMALIES,
     CITYSCAPES_MASK_TARGETS,
     LABEL,
+    OBJECTS_VIEW,
     PATCHES_VIEW,
     RANKED_VIEW,
     SAMPLE_FORMAT,
+    SIMILARITY_KEY,
     ReviewError,
 )
 from pipelines.review.runs import MiningRun, frame_images, local_path, read_run
@@ -85,7 +89,10 @@ def build_dataset(run_dir: str | Path, name: str, top_k: int = 50) -> BuildSumma
         dataset.add_samples(added, progress=False)
     _update_dataset_info(dataset, run)
     _show_review_fields(dataset)
-    _save_views(dataset, top_k, refresh_patches=bool(added or updated))
+    changed = bool(added or updated)
+    _save_views(dataset, top_k, refresh_patches=changed)
+    if changed or not dataset.has_brain_run(SIMILARITY_KEY):
+        index_similarity(dataset)
     summary = BuildSummary(added=len(added), updated=updated, unchanged=unchanged)
     logger.debug("dataset %s from %s: %s", name, run.path, summary)  # the command prints it
     return summary
@@ -206,6 +213,48 @@ def _save_views(dataset: fo.Dataset, top_k: int, refresh_patches: bool) -> None:
         _save_view_if_changed(dataset, f"log-{log_id}", view)
     if refresh_patches or not dataset.has_saved_view(PATCHES_VIEW):
         patches = dataset.to_patches(ANOMALIES).sort_by(f"{ANOMALIES}.confidence", reverse=True)
-        if dataset.has_saved_view(PATCHES_VIEW):
-            dataset.delete_saved_view(PATCHES_VIEW)
-        dataset.save_view(PATCHES_VIEW, patches)
+        # One object once: near-duplicates of another log's object are collapsed into it.
+        objects = (
+            dataset.filter_labels(ANOMALIES, F("duplicate_of") == None)  # noqa: E711
+            .to_patches(ANOMALIES)
+            .sort_by(f"{ANOMALIES}.confidence", reverse=True)
+        )
+        for name, view in ((PATCHES_VIEW, patches), (OBJECTS_VIEW, objects)):
+            if dataset.has_saved_view(name):
+                dataset.delete_saved_view(name)
+            dataset.save_view(name, view)
+
+
+def index_similarity(dataset: fo.Dataset) -> int:
+    """(Re)build the FiftyOne Brain similarity index of the detections' stored embeddings
+    (``SIMILARITY_KEY``, cosine, scikit-learn backend: offline); returns the patches indexed.
+
+    "More like this" in the App (select patches, then sort by similarity) uses it. Detections
+    without an embedding (added by hand, or mined without SAM) are left out.
+    """
+    import fiftyone.brain as fob
+    from fiftyone import ViewField as F
+
+    if dataset.has_brain_run(SIMILARITY_KEY):
+        dataset.delete_brain_run(SIMILARITY_KEY)
+    if ANOMALIES not in dataset.get_field_schema():
+        return 0
+    view = dataset.filter_labels(ANOMALIES, F("embedding") != None)  # noqa: E711
+    ids, vectors = view.values(["id", f"{ANOMALIES}.detections.embedding"])
+    embeddings = {
+        sample_id: np.asarray(rows, np.float32)
+        for sample_id, rows in zip(ids, vectors, strict=True)
+        if rows
+    }
+    if not embeddings:
+        return 0
+    fob.compute_similarity(
+        view,
+        patches_field=ANOMALIES,
+        embeddings=embeddings,
+        brain_key=SIMILARITY_KEY,
+        backend="sklearn",
+        metric="cosine",
+        progress=False,
+    )
+    return sum(len(rows) for rows in embeddings.values())

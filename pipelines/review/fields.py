@@ -6,6 +6,8 @@ REVIEW_TAGS = ("confirmed", "rejected", "relabel")
 LABEL = "anomaly"
 ANOMALIES = "anomalies"
 PATCHES_VIEW = "anomaly-patches"
+OBJECTS_VIEW = "distinct-objects"  # patches without near-duplicates of other logs' objects
+SIMILARITY_KEY = "ugains_similarity"  # FiftyOne Brain index of the patches' embeddings
 RANKED_VIEW = "ranked"  # every frame, highest candidate score first: where the App opens
 EXPORT_FORMATS = {
     "coco": "COCODetectionDataset",
@@ -39,7 +41,7 @@ MATCH_IOU = 0.5
 # The App's heatmap is stored in the sample as float scores at most this many pixels long.
 HEATMAP_LONG_SIDE = 512
 # Bumped when a sample's fields change meaning, so `build` rewrites samples of older builds.
-SAMPLE_FORMAT = 2
+SAMPLE_FORMAT = 3
 
 
 class ReviewError(ValueError):

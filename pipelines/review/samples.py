@@ -38,6 +38,15 @@ def detection_of(row: dict[str, Any]) -> fo.Detection:
             f"mask of {row['instance_id']} has {int(crop.sum())} pixels inside its bbox, "
             f"but area = {row['area']}"
         )
+    # Track fields of runs that ranked objects (null otherwise, and in schema-1 runs).
+    track = {
+        name: row[name]
+        for name in ("track_id", "track_sightings", "duplicate_of")
+        if row.get(name) is not None
+    }
+    embedding = row.get("embedding")
+    if embedding is not None and any(embedding):
+        track["embedding"] = [round(float(v), 5) for v in embedding]
     return fo.Detection(
         label=LABEL,
         bounding_box=[x / width, y / height, w / width, h / height],
@@ -47,6 +56,7 @@ def detection_of(row: dict[str, Any]) -> fo.Detection:
         sam_iou=float(row["sam_iou"]),
         area=int(row["area"]),
         mined_instance_id=row["instance_id"],
+        **track,
     )
 
 

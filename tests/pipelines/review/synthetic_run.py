@@ -19,6 +19,7 @@ from pycocotools import mask as mask_utils
 
 from pipelines.mining.schema import (
     CANDIDATES_SCHEMA,
+    EMBEDDING_DIM,
     ERRORS_SCHEMA,
     FRAMES_SCHEMA,
     INSTANCES_SCHEMA,
@@ -26,6 +27,16 @@ from pipelines.mining.schema import (
 
 HEIGHT, WIDTH = 96, 160
 VIDEO_FRAMES = 4
+# The candidate of drive_b/1 is flagged as the same object as drive_a/1's (another log).
+DUPLICATES = {"drive_b/1#0": "drive_a/1#0"}
+
+
+def colour_embedding(colour: tuple[int, int, int]) -> np.ndarray:
+    """A unit float16 embedding of a blob's colour: equal colours, equal embeddings."""
+    vector = np.zeros(EMBEDDING_DIM, np.float32)
+    vector[:3] = np.asarray(colour, np.float32) + 1.0
+    vector[3 + sum(colour) % (EMBEDDING_DIM - 3)] = 100.0
+    return (vector / np.linalg.norm(vector)).astype(np.float16)
 
 
 @dataclass(frozen=True)
@@ -166,6 +177,8 @@ def write_run(
                     "crop_y": cy0,
                     "crop_w": cx1 - cx0,
                     "crop_h": cy1 - cy0,
+                    "embedding": colour_embedding(blob.colour),
+                    "track_id": f"{key}#{i}",
                     **provenance,
                 }
             )
@@ -202,7 +215,15 @@ def write_run(
             }
         )
     ranked = sorted(instances, key=lambda r: -r["score"])
-    candidates = [{"rank": rank, **row} for rank, row in enumerate(ranked, start=1)]
+    candidates = [
+        {
+            "rank": rank,
+            **row,
+            "track_sightings": 1,
+            "duplicate_of": DUPLICATES.get(row["instance_id"]),
+        }
+        for rank, row in enumerate(ranked, start=1)
+    ]
     error = {
         "run_id": run_id,
         "frame_key": "drive_c/0",

@@ -27,8 +27,10 @@ from pipelines.review import (
     tagged_view,
     write_pool,
 )
+from pipelines.review.fields import SIMILARITY_KEY
 from tests.pipelines.review.helpers import detections_by_instance, full_mask, rle_mask, table_rows
 from tests.pipelines.review.synthetic_run import (
+    DUPLICATES,
     HEIGHT,
     WIDTH,
     Blob,
@@ -227,6 +229,7 @@ def test_saved_views_top_k_per_log_and_patches(built: Any, run_a: SyntheticRun) 
         "log-drive_a",
         "log-drive_b",
         "anomaly-patches",
+        "distinct-objects",
     ]
     top = built.load_saved_view(f"top-{TOP_K}")
     best = [r["instance_id"] for r in candidates if r["rank"] <= TOP_K]
@@ -240,6 +243,38 @@ def test_saved_views_top_k_per_log_and_patches(built: Any, run_a: SyntheticRun) 
     patches = built.load_saved_view("anomaly-patches")
     ranked = [r["instance_id"] for r in sorted(candidates, key=lambda r: r["rank"])]
     assert patches.values("anomalies.mined_instance_id") == ranked
+    # The near-duplicate of another log's object is collapsed into it.
+    objects = built.load_saved_view("distinct-objects")
+    assert objects.values("anomalies.mined_instance_id") == [
+        i for i in ranked if i not in DUPLICATES
+    ]
+
+
+def test_detections_carry_their_track_and_embedding(built: Any, run_a: SyntheticRun) -> None:
+    candidates = {r["instance_id"]: r for r in table_rows(run_a.path, "candidates")}
+    detections = detections_by_instance(built)
+    assert sorted(detections) == sorted(candidates)
+    for instance_id, (_, detection) in detections.items():
+        row = candidates[instance_id]
+        assert detection["track_id"] == row["track_id"]
+        assert detection["track_sightings"] == 1
+        assert getattr(detection, "duplicate_of", None) == DUPLICATES.get(instance_id)
+        assert np.allclose(detection["embedding"], row["embedding"], atol=1e-4)
+
+
+def test_more_like_this_in_the_app_orders_patches_by_embedding_cosine(
+    built: Any, run_a: SyntheticRun
+) -> None:
+    assert built.has_brain_run(SIMILARITY_KEY)
+    candidates = table_rows(run_a.path, "candidates")
+    vectors = {r["instance_id"]: np.asarray(r["embedding"], np.float64) for r in candidates}
+    query = "drive_a/0#1"
+    cosine = {i: float(v @ vectors[query]) / np.linalg.norm(v) for i, v in vectors.items()}
+    want = sorted(cosine, key=lambda i: -cosine[i])
+    patches = built.to_patches("anomalies")
+    ids = dict(zip(*patches.values(["anomalies.mined_instance_id", "anomalies.id"]), strict=True))
+    ordered = patches.sort_by_similarity(ids[query], brain_key=SIMILARITY_KEY)
+    assert ordered.values("anomalies.mined_instance_id") == want
 
 
 def test_building_again_from_the_same_run_changes_nothing(built: Any, run_a: SyntheticRun) -> None:
@@ -586,7 +621,7 @@ def test_a_box_without_mask_that_ends_at_the_frame_edge_stays_inside_the_frame()
 def test_a_newer_sample_format_rewrites_every_frame_of_an_older_build(
     built: Any, run_a: SyntheticRun, dataset_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pipelines.review.dataset.SAMPLE_FORMAT", 3)
+    monkeypatch.setattr("pipelines.review.dataset.SAMPLE_FORMAT", 4)
     assert build_dataset(run_a.path, dataset_name) == BuildSummary(added=0, updated=4, unchanged=0)
     assert build_dataset(run_a.path, dataset_name) == BuildSummary(added=0, updated=0, unchanged=4)
 
@@ -634,3 +669,30 @@ def test_an_unchanged_frame_is_recognised_without_reading_its_maps(
         png.write_bytes(b"")  # any read of a map would now fail
 
     assert build_dataset(copy, dataset_name) == BuildSummary(added=0, updated=0, unchanged=4)
+
+
+def test_review_similar_lists_the_most_similar_instances_of_other_tracks(
+    run_a: SyntheticRun, capsys: pytest.CaptureFixture
+) -> None:
+    instances = table_rows(run_a.path, "instances")
+    vectors = {r["instance_id"]: np.asarray(r["embedding"], np.float64) for r in instances}
+    query = "drive_a/1#0"
+    cosine = {i: float(v @ vectors[query]) / np.linalg.norm(v) for i, v in vectors.items()}
+    want = sorted((i for i in cosine if i != query), key=lambda i: -cosine[i])[:3]
+
+    argv = ["review", "similar", "--run", str(run_a.path), "--instance", query, "-k", "3"]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"instances most similar to {query} (cosine of SAM mask embeddings):"
+    listed = [line.split(" | ")[2] for line in lines[3:]]
+    assert listed == want
+    similarities = [float(line.split(" | ")[1]) for line in lines[3:]]
+    assert similarities == pytest.approx([cosine[i] for i in want], abs=1e-3)
+
+
+def test_review_similar_names_a_missing_instance_in_one_line(
+    run_a: SyntheticRun, caplog: pytest.LogCaptureFixture
+) -> None:
+    argv = ["review", "similar", "--run", str(run_a.path), "--instance", "nope#0"]
+    assert cli.main(argv) == 2
+    assert f"run {run_a.path} has no instance 'nope#0'" in caplog.text
