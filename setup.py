@@ -29,6 +29,7 @@ RUNTIME = [
     "pycocotools>=2.0.8",
     "scikit-learn>=1.4",
     "scipy>=1.11",
+    "matplotlib>=3.8",  # the evaluation's PR / ROC curves
     "tqdm>=4.66",
 ]
 

@@ -62,10 +62,24 @@ def mask_embeddings(features: torch.Tensor, masks: torch.Tensor, image_size: int
         return out
     scale = image_size / max(height, width)
     cell = image_size / grid_h
-    rows = _one_hot_cells(height, scale, cell, grid_h, features.device)  # [H, g]
-    cols = _one_hot_cells(width, scale, cell, grid_w, features.device)  # [W, g]
     flat_features = features.float().reshape(channels, grid_h * grid_w)
     block = max(1, _MAX_BLOCK_ELEMENTS // (height * width))
+    pixels = cell / scale  # frame pixels per cell side
+    if pixels == int(pixels) and height % int(pixels) == 0 and width % int(pixels) == 0:
+        # Cells tile the frame exactly (1024x2048 at S = 1024: 32 px; the world: 16 px): count
+        # each cell's pixels with a reshape and a sum, no float copy of the masks.
+        p = int(pixels)
+        # Row runs of p pixels first (contiguous, small integers), then p of those per cell.
+        runs = (
+            masks.view(torch.uint8).reshape(count, height, width // p, p).sum(-1, dtype=torch.int16)
+        )
+        counts = runs.reshape(count, height // p, p, width // p).sum(2, dtype=torch.int32)
+        weights = torch.zeros((count, grid_h, grid_w), dtype=torch.float32, device=masks.device)
+        weights[:, : height // p, : width // p] = counts.float()
+        out = weights.flatten(1) @ flat_features.T
+        return F.normalize(out, dim=1)
+    rows = _one_hot_cells(height, scale, cell, grid_h, features.device)  # [H, g]
+    cols = _one_hot_cells(width, scale, cell, grid_w, features.device)  # [W, g]
     for start in range(0, count, block):
         part = masks[start : start + block].float()
         # Pixels per cell: [m, g, H] @ [m, H, W] @ [W, g] -> [m, g, g].

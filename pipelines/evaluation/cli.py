@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pipelines.evaluation.datasets import DatasetError, list_samples
     from pipelines.evaluation.pipeline import evaluate
+    from pipelines.evaluation.plots import write_curves
     from pipelines.evaluation.report import format_table, write_results
     from pipelines.evaluation.variants import expand_variants
     from pipelines.runners import UnsupportedRunnerError, pipeline_options, quiet_beam_logs
@@ -155,6 +156,6 @@ def run(args: argparse.Namespace) -> int:
         "models": config.models.model_dump(mode="json"),
         "variants": [asdict(variant) for variant in variants],
     }
-    for path in write_results(rows, out, meta):
+    for path in [*write_results(rows, out, meta), *write_curves(rows, out, dataset)]:
         _LOG.info("wrote %s", path)
     return 0

@@ -292,6 +292,7 @@ class EvaluationCombineFn(beam.CombineFn):
             "iAP50": 100 * instance["ap50"],
             "point_precision": 100 * point["precision"],
             "point_recall": 100 * point["recall"],
+            "curves": accumulator.pixels.curves(),  # plotted beside the table
         }
         if accumulator.components is not None:
             component = accumulator.components.compute()

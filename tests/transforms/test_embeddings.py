@@ -23,17 +23,24 @@ def _loop_embeddings(features: torch.Tensor, masks: torch.Tensor, image_size: in
     return torch.nn.functional.normalize(out, dim=1).float()
 
 
-def test_embeddings_equal_a_pixel_loop_on_an_odd_frame_size(device: torch.device) -> None:
+@pytest.mark.parametrize(
+    ("height", "width", "image_size", "grid"),
+    [(37, 91, 64, 4), (64, 128, 128, 8)],
+    ids=["cells-cut-pixels", "cells-tile-the-frame"],
+)
+def test_embeddings_equal_a_pixel_loop(
+    device: torch.device, height: int, width: int, image_size: int, grid: int
+) -> None:
     generator = torch.Generator().manual_seed(0)
-    features = torch.randn((8, 4, 4), generator=generator)
-    masks = torch.rand((5, 37, 91), generator=generator) > 0.7
+    features = torch.randn((8, grid, grid), generator=generator)
+    masks = torch.rand((5, height, width), generator=generator) > 0.7
     masks[2] = False
     masks[3, 10:12, 40:45] = True
-    got = mask_embeddings(features.to(device), masks.to(device), image_size=64)
+    got = mask_embeddings(features.to(device), masks.to(device), image_size=image_size)
     assert got.device == device
     assert got.dtype == torch.float32
     assert got.shape == (5, 8)
-    torch.testing.assert_close(got.cpu(), _loop_embeddings(features, masks, 64))
+    torch.testing.assert_close(got.cpu(), _loop_embeddings(features, masks, image_size))
 
 
 def test_a_mask_inside_one_cell_gets_that_cells_direction() -> None:

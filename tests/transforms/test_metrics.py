@@ -75,6 +75,26 @@ def test_pixel_metrics_equal_sklearn_on_any_tie_pattern(pairs):
     assert_metrics_equal(pixel_metrics(scores, labels), sklearn_reference(scores, labels))
 
 
+def test_curves_are_sklearns_pr_and_roc_points_subsampled():
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    scores, labels = fused_like_frames(np.random.default_rng(3), 2)
+    accumulator = PixelMetrics()
+    accumulator.update(scores, labels)
+    curves = accumulator.curves(max_points=10_000_000)  # all of them
+    valid = labels != 255
+    precision, recall, _ = precision_recall_curve(labels[valid], scores[valid])
+    # sklearn lists the PR curve by ascending threshold, with a last (recall 0, 1) point.
+    want_pr = np.stack([recall[:-1], precision[:-1]], 1)[::-1]
+    np.testing.assert_allclose(curves["pr"], want_pr, atol=1e-5)
+    fpr, tpr, _ = roc_curve(labels[valid], scores[valid], drop_intermediate=False)
+    np.testing.assert_allclose(curves["roc"], np.stack([fpr, tpr], 1), atol=1e-5)
+    small = accumulator.curves(max_points=16)
+    assert len(small["pr"]) == 16
+    assert small["pr"][-1] == curves["pr"][-1]
+    assert small["roc"][-1] == [1.0, 1.0]
+
+
 def test_accumulator_over_frames_and_merge_equal_one_shot():
     scores, labels = fused_like_frames(np.random.default_rng(7), 6)
     reference = sklearn_reference(scores, labels)

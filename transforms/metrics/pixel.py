@@ -131,6 +131,17 @@ class PixelMetrics:
         _, positives, negatives = self.counts()
         return _ranking_metrics(positives[::-1], negatives[::-1])
 
+    def curves(self, max_points: int = 256) -> dict[str, list[list[float]]]:
+        """The PR curve ``[[recall, precision], ...]`` and the ROC curve ``[[fpr, tpr], ...]``,
+        each with at most ``max_points`` points (evenly spaced along the curve's thresholds,
+        both ends kept): what ``compute`` integrates, for plotting.
+
+        Raises:
+            ValueError: as :meth:`compute`.
+        """
+        _, positives, negatives = self.counts()
+        return _ranking_curves(positives[::-1], negatives[::-1], max_points)
+
 
 def _ranking_metrics(positives: np.ndarray, negatives: np.ndarray) -> dict[str, float]:
     """AP, FPR95 and AUROC from per-threshold counts sorted by *descending* score.
@@ -168,6 +179,26 @@ def _ranking_metrics(positives: np.ndarray, negatives: np.ndarray) -> dict[str, 
     # tpr is non-decreasing and ends at 1, so a point with TPR > 0.95 exists.
     fpr95 = float(fpr[np.searchsorted(tpr, 0.95, side="right")])
     return {"ap": ap, "fpr95": fpr95, "auroc": auroc}
+
+
+def _ranking_curves(
+    positives: np.ndarray, negatives: np.ndarray, max_points: int
+) -> dict[str, list[list[float]]]:
+    """Subsampled PR and ROC curves from per-threshold counts by descending score."""
+    tps = np.cumsum(positives, dtype=np.float64)
+    fps = np.cumsum(negatives, dtype=np.float64)
+    if tps.size == 0 or tps[-1] == 0:
+        raise ValueError("no anomaly pixels (label 1) among the evaluated pixels")
+    if fps[-1] == 0:
+        raise ValueError("no in-distribution pixels (label 0) among the evaluated pixels")
+    keep = np.unique(np.linspace(0, tps.size - 1, min(max_points, tps.size)).round().astype(int))
+    tps, fps = tps[keep], fps[keep]
+    recall, precision = tps / tps[-1], tps / (tps + fps)
+    fpr, tpr = np.concatenate(([0.0], fps / fps[-1])), np.concatenate(([0.0], tps / tps[-1]))
+    return {
+        "pr": np.stack([recall, precision], axis=1).round(5).tolist(),
+        "roc": np.stack([fpr, tpr], axis=1).round(5).tolist(),
+    }
 
 
 def pixel_metrics(

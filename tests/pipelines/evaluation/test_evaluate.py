@@ -219,6 +219,15 @@ def test_evaluate_command_reports_what_the_ugains_step_computes(tmp_path, capsys
     assert [r["sampler"] for r in table] == ["fps", "oracle", "-"]
     assert list(table[0])[-3:] == ["sIoU", "PPV", "mean_F1"]
     assert "ugains  fps" in capsys.readouterr().out
+    # Beside the table: the pixel PR and ROC curves of every variant, as PNG.
+    for name in ("pr_curve.png", "roc_curve.png"):
+        image = cv2.imread(str(tmp_path / "out" / name))
+        assert image is not None
+        assert image.shape[:2] == (520, 640)
+    curve = rows[("rba", "-", "-")]["curves"]
+    assert curve["pr"][-1][0] == 1.0  # the PR curve ends at full recall
+    assert curve["roc"][0] == [0.0, 0.0]
+    assert curve["roc"][-1] == [1.0, 1.0]
     # The oracle prompts one point per instance (the 9-pixel ones too), each on its instance.
     oracle = rows[("ugains", "oracle", "-")]
     assert oracle["frames"] == 2
