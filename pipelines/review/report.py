@@ -4,9 +4,10 @@ Reads the run's ``candidates`` table (already ranked) and writes, into ``--out``
 ``<run>/report``):
 
 - ``contact_sheet.png``: one tile per candidate, its crop (the frame around the box, as mining
-  stored it) with the mask's outline drawn in, and under it rank, score, log and frame key;
+  stored it) with the mask's outline drawn in, and under it rank, score, the number of frames
+  its object was seen in (its track's sightings), log and frame key;
 - ``index.html``: the same tiles in a static page (no script, no network), each with its score,
-  SAM IoU, area, log, frame key and a link to the frame;
+  SAM IoU, area, track, log, frame key and a link to the frame;
 - ``tiles/rank_<NNN>.png``: the tiles themselves.
 """
 
@@ -46,6 +47,9 @@ _COLUMNS_READ = [
     "crop_y",
     "crop_w",
     "crop_h",
+    "track_id",
+    "track_sightings",
+    "duplicate_of",
 ]
 
 
@@ -74,10 +78,16 @@ def draw_tile(row: dict) -> np.ndarray:
     top, left = (TILE - size[1]) // 2, (TILE - size[0]) // 2
     tile[top : top + size[1], left : left + size[0]] = crop
     font = cv2.FONT_HERSHEY_SIMPLEX
-    lines = (f"#{row['rank']}  score {row['score']:.3f}", _fit(str(row["frame_key"]), 30))
+    seen = f"  {_frames(row)}" if row.get("track_sightings") else ""
+    lines = (f"#{row['rank']}  score {row['score']:.3f}{seen}", _fit(str(row["frame_key"]), 30))
     for number, text in enumerate(lines):
         cv2.putText(tile, text, (4, TILE + 14 + 15 * number), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     return tile
+
+
+def _frames(row: dict) -> str:
+    count = row["track_sightings"]
+    return f"{count} frame" if count == 1 else f"{count} frames"
 
 
 def _fit(text: str, width: int) -> str:
@@ -109,6 +119,10 @@ def _page(run_dir: str, rows: list[dict]) -> str:
             f"&middot; {row['area']} px<br>{html.escape(row['log_id'])} / "
             f"{html.escape(row['frame_key'])}"
         )
+        if row.get("track_id"):
+            text += f"<br>track {html.escape(row['track_id'])}: seen in {_frames(row)}"
+        if row.get("duplicate_of"):
+            text += f"<br>near-duplicate of {html.escape(row['duplicate_of'])}"
         link = html.escape(_frame_link(row["frame_uri"]), quote=True)
         cells.append(
             f'<figure><img src="{name}" alt="candidate {row["rank"]}">'

@@ -85,9 +85,12 @@ class CurationScore:
     matched: int  # of them, showing a planted object (any size)
     tracks: int
     linking: TrackScore  # over the matched instances
-    k: int  # planted objects (a sighting >= 100 px) in the mined frames
+    k: int  # the top K counted (default: planted objects, with a sighting >= 100 px)
+    planted: int  # planted objects in the mined frames
     distinct_by_instance: int  # planted objects among the top-K sightings
     distinct_by_track: int  # planted objects among the top-K objects
+    shown_by_instance: int  # top-K sightings that show a planted object (repeats counted)
+    shown_by_track: int  # top-K objects that show a planted object (repeats counted)
     queries: int  # instances on planted objects, each a "more like this" query
     precision_at_10: float
     chance_at_10: float
@@ -96,7 +99,8 @@ class CurationScore:
         return (
             f"tracks: {self.linking.summary()}; {self.instances} instances -> {self.tracks} "
             f"tracks; distinct planted objects in the top {self.k}: {self.distinct_by_instance} "
-            f"by sighting, {self.distinct_by_track} by object; more like this precision@10 "
+            f"by sighting (in {self.shown_by_instance} entries), {self.distinct_by_track} by "
+            f"object (in {self.shown_by_track}); more like this precision@10 "
             f"{self.precision_at_10:.3f} (chance {self.chance_at_10:.3f}, {self.queries} queries)"
         )
 
@@ -195,8 +199,9 @@ def score_sighting_tracks(
     return _track_score(tracks, objects, frames), precision, chance
 
 
-def score_curation(run_dir: str, sightings: list[dict]) -> CurationScore:
-    """Score the tracks, ranking and embeddings of the run in ``run_dir`` (see module doc)."""
+def score_curation(run_dir: str, sightings: list[dict], k: int | None = None) -> CurationScore:
+    """Score the tracks, ranking and embeddings of the run in ``run_dir`` (see module doc);
+    ``k``: the top K to count objects in (default: the number of planted objects)."""
     frames = read_table(run_dir, "frames", ["frame_key", "frame_uri"]).to_pylist()
     frame_ids = {row["frame_key"]: world_frame_id(row["frame_uri"]) for row in frames}
     mined = set(frame_ids.values())
@@ -230,14 +235,14 @@ def score_curation(run_dir: str, sightings: list[dict]) -> CurationScore:
         for row in sightings
         if (row["log_id"], row["frame_index"]) in mined and counts_as_planted(row)
     }
-    k = len(planted)
+    k = len(planted) if k is None else k
     ranked = sorted(range(len(instances)), key=lambda i: _rank(instances[i]), reverse=True)
-    by_instance = {objects[i] for i in ranked[:k]} & planted
+    by_instance = [objects[i] for i in ranked[:k] if objects[i] in planted]
     best_of_track: dict[str, int] = {}
     for i in ranked:
         best_of_track.setdefault(instances[i]["track_id"], i)
     top_tracks = sorted(best_of_track.values(), key=lambda i: _rank(instances[i]), reverse=True)
-    by_track_top = {objects[i] for i in top_tracks[:k]} & planted
+    by_track_top = [objects[i] for i in top_tracks[:k] if objects[i] in planted]
 
     kinds = np.array([m["kind"] if m is not None else "" for m in matches])
     tracks = np.array([row["track_id"] for row in instances])
@@ -249,8 +254,11 @@ def score_curation(run_dir: str, sightings: list[dict]) -> CurationScore:
         tracks=len({row["track_id"] for row in instances}),
         linking=linking,
         k=k,
-        distinct_by_instance=len(by_instance),
-        distinct_by_track=len(by_track_top),
+        planted=len(planted),
+        distinct_by_instance=len(set(by_instance)),
+        distinct_by_track=len(set(by_track_top)),
+        shown_by_instance=len(by_instance),
+        shown_by_track=len(by_track_top),
         queries=queries,
         precision_at_10=precision,
         chance_at_10=chance,

@@ -35,10 +35,16 @@ def test_report_shows_the_top_candidates_best_first_with_links_to_their_frames(
         assert row["frame_key"] in page
         frame = Path(row["frame_uri"].split("#", 1)[0]).resolve().as_uri()
         assert f'href="{frame}"' in page
+        assert f"track {row['track_id']}: seen in 1 frame<" in page
     assert "#4 " not in page  # --top 3
     sheet = cv2.imread(str(out / "contact_sheet.png"))
     assert sheet.shape == (TILE + CAPTION, 3 * TILE, 3)  # one row of three tiles
     np.testing.assert_array_equal(sheet[:, :TILE], cv2.imread(str(out / "tiles/rank_001.png")))
+
+
+def test_a_near_duplicate_says_which_object_it_repeats(run: Path, tmp_path: Path) -> None:
+    assert cli.main(["report", "--run", str(run), "--out", str(tmp_path)]) == 0
+    assert "near-duplicate of drive_a/1#0" in (tmp_path / "index.html").read_text()
 
 
 def test_a_tile_outlines_the_mask_on_the_crop(run: Path) -> None:
