@@ -3,8 +3,8 @@
 The pipeline is a short chain of named transforms::
 
     FrameSources -> Shard (Reshuffle) -> Decode -> RunInference -> InstancesToRows
-        -> LinkTracks -> WriteInstances / WriteTracks / TopObjects (or TopCandidates)
-        -> WriteCandidates;  WriteFrames / WriteErrors
+        -> LinkTracks -> WriteInstances / WriteTracks / TopObjects (TopCandidates with
+        output.rank_by: instance) -> WriteCandidates;  WriteFrames / WriteErrors
 
 Runners: the DirectRunner (default; ``direct_num_workers`` worker processes with
 ``direct_running_mode: multi_processing``), DataflowRunner, FlinkRunner and SparkRunner take
@@ -167,16 +167,12 @@ def build_pipeline(
             output.tracks, ctx.run_id, ctx.config_fingerprint
         )
         _ = tracks | "WriteTracks" >> WriteTable("tracks", out, compression)
-    if output.rank_by == "track":
-        top = TopObjects(output, tracks)
-    else:
-        top = TopCandidates(output.top_n, output.max_per_log)
     _ = instances | "WriteInstances" >> WriteTable("instances", out, compression)
-    _ = (
-        instances
-        | "TopCandidates" >> top
-        | "WriteCandidates" >> WriteTable("candidates", out, compression)
-    )
+    if output.rank_by == "track":
+        candidates = {"instances": instances, "tracks": tracks} | "TopObjects" >> TopObjects(output)
+    else:
+        candidates = instances | "TopCandidates" >> TopCandidates(output.top_n, output.max_per_log)
+    _ = candidates | "WriteCandidates" >> WriteTable("candidates", out, compression)
     _ = frames | "WriteFrames" >> WriteTable("frames", out, compression)
     _ = errors | "WriteErrors" >> WriteTable("errors", out, compression)
 

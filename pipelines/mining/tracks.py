@@ -180,18 +180,18 @@ def _best_sighting(row: dict[str, Any], top: dict[str, dict[str, Any]]) -> Itera
 
 
 class TopObjects(beam.PTransform):
-    """The top ``output.top_n`` tracks (at most ``max_per_log`` per log), each as its best
-    instance row with its track's size and near-duplicate flag, ranked 1..N."""
+    """``{"instances": rows, "tracks": rows}`` -> the top ``output.top_n`` tracks (at most
+    ``max_per_log`` per log), each as its best instance row with its track's size and
+    near-duplicate flag, ranked 1..N."""
 
-    def __init__(self, output: OutputConfig, tracks: beam.PCollection) -> None:
+    def __init__(self, output: OutputConfig) -> None:
         super().__init__()
         self.output = output
-        self.tracks = tracks
 
-    def expand(self, instances: beam.PCollection) -> beam.PCollection:
+    def expand(self, inputs: dict[str, beam.PCollection]) -> beam.PCollection:
         from pipelines.mining.sinks import rank_candidates
 
-        tracks = self.tracks
+        instances, tracks = inputs["instances"], inputs["tracks"]
         if self.output.max_per_log is not None:
             tracks = (
                 tracks

@@ -109,7 +109,7 @@ def test_candidates_are_objects_each_its_best_sighting_in_a_beam_pipeline() -> N
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
         rows = p | beam.Create(LOG_A + LOG_B)
         instances, tracks = rows | LinkTracks(TracksConfig(), "run", "fp")
-        top = instances | TopObjects(OutputConfig(top_n=3), tracks)
+        top = {"instances": instances, "tracks": tracks} | TopObjects(OutputConfig(top_n=3))
         assert_that(
             _rows(top, "top"),
             equal_to(
@@ -143,7 +143,7 @@ def test_max_per_log_caps_each_logs_share_of_the_candidates() -> None:
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
         rows = p | beam.Create(LOG_A + LOG_B)
         instances, tracks = rows | LinkTracks(TracksConfig(), "run", "fp")
-        objects = instances | "objects" >> TopObjects(output, tracks)
+        objects = {"instances": instances, "tracks": tracks} | "objects" >> TopObjects(output)
         assert_that(
             _rows(objects, "objects"),
             equal_to([(1, "a/000002#1", 2, None), (2, "b/000005#0", 1, "a/000001#1")]),
