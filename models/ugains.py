@@ -169,12 +169,17 @@ class UGainS:
         images: Tensor,
         methods: Sequence[MethodConfig],
         instance_ids: Sequence[Tensor] | None = None,
+        *,
+        embed: bool = True,
     ) -> list[list[FrameResult]]:
         """Several method settings on the same frames, the encoders run once for all.
 
         Mask2Former, the per-pixel score and SAM's image embeddings do not depend on the
         mode, sampler or number of points, so an evaluation table (Tables 2, 4, 5) computes
         them once per frame. Each method's results equal ``UGainS(..., method)(images)``.
+
+        ``embed=False`` skips the instance embeddings (``FrameResult.embeddings`` is None): the
+        evaluation does not use them.
 
         Returns:
             one list of :class:`FrameResult` per method (in ``methods`` order), each with
@@ -223,7 +228,14 @@ class UGainS:
             segmented = self._segment(images, prompts, size, clock, embeddings)
             per_method.append(
                 [
-                    self._finish(method, anomaly[index], semantic[index], ignore, *segmented[index])
+                    self._finish(
+                        method,
+                        anomaly[index],
+                        semantic[index],
+                        ignore,
+                        *segmented[index],
+                        embed=embed,
+                    )
                     | {"prompt_points": prompts[index].long().cpu(), "gated": gated[index]}
                     for index in range(batch)
                 ]
@@ -315,6 +327,8 @@ class UGainS:
         sam_iou: Tensor,
         points: Tensor,
         features: Tensor | None,
+        *,
+        embed: bool = True,
     ) -> dict:
         """Steps 7-10 for one frame: score, de-duplicate, drop ignored, fuse; and the kept
         masks' embeddings."""
@@ -338,7 +352,7 @@ class UGainS:
             "scores": scores_of_masks.float().cpu(),
             "sam_iou": sam_iou[keep].cpu(),
             "points": points[keep].long().cpu(),
-            "embeddings": self._embeddings(features, masks),
+            "embeddings": self._embeddings(features, masks) if embed else None,
         }
 
     def _embeddings(self, features: Tensor | None, masks: Tensor) -> Tensor | None:

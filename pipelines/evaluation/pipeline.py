@@ -166,7 +166,7 @@ class EvaluationModelHandler(UGainSModelHandler):
             ]
             try:
                 per_variant = model.step.run_methods(
-                    images.permute(0, 3, 1, 2), self.methods, instance_ids
+                    images.permute(0, 3, 1, 2), self.methods, instance_ids, embed=False
                 )
             except Exception as error:
                 names = ", ".join(e.name for e in elements)

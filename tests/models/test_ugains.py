@@ -15,6 +15,7 @@ from models.config import Mask2FormerConfig, MethodConfig, ModelsConfig, SamConf
 from models.mask2former import build_mask2former, favour_no_object
 from models.sam import SamPrompter, build_sam
 from models.ugains import FrameResult, UGainS, build_ugains, load_ignore_mask
+from transforms.embeddings import mask_embeddings
 
 SIZE = (96, 192)
 
@@ -83,6 +84,8 @@ def test_outputs_have_the_documented_shapes_and_dtypes(results):
         assert result.points.shape == (m, 2)
         assert result.points.dtype == torch.int64
         assert result.prompt_points.shape == (12, 2)
+        assert result.embeddings.shape == (m, 256)
+        assert result.embeddings.dtype == torch.float32
         assert not result.gated
         assert {"mask2former", "score", "sampling", "sam_encoder", "sam_decoder"} <= set(
             result.timings
@@ -165,6 +168,23 @@ def test_frame_gating_skips_sam_on_frames_without_candidates(models, frames):
         torch.testing.assert_close(result.fused_score, result.anomaly_score - 1.0)
 
 
+def test_each_kept_mask_gets_the_sam_features_pooled_inside_it(models, frames, results):
+    _, prompter = models
+    features = prompter.encode(frames)
+    for index, result in enumerate(results):
+        want = mask_embeddings(features[index], result.masks, prompter.image_size)
+        torch.testing.assert_close(result.embeddings, want)
+        torch.testing.assert_close(result.embeddings.norm(dim=1), torch.ones(result.num_instances))
+
+
+def test_the_evaluation_can_skip_the_embeddings(models, frames, results):
+    step = make_step(models)
+    (plain,) = step.run_methods(frames, [step.method], embed=False)
+    for got, full in zip(plain, results, strict=True):
+        assert got.embeddings is None
+        assert torch.equal(got.masks, full.masks)
+
+
 def test_rba_mode_gives_pixel_scores_only(models, frames, results):
     segmenter, _ = models
     step = UGainS(segmenter, None, MethodConfig(mode="rba", reference_size=SIZE))
@@ -172,6 +192,7 @@ def test_rba_mode_gives_pixel_scores_only(models, frames, results):
         assert result.num_instances == 0
         assert torch.equal(result.fused_score, result.anomaly_score)
         assert torch.equal(result.anomaly_score, full.anomaly_score)
+        assert result.embeddings is None  # no SAM, no embedding
 
 
 def test_dense_grid_mode_prompts_sam_on_a_grid(models, frames):
@@ -232,6 +253,10 @@ def test_several_methods_share_one_encoder_pass_and_each_equals_its_own_step(
                 assert torch.equal(getattr(got, name), getattr(expected, name)), name
             for name in ("sam_iou", "points", "prompt_points"):
                 assert torch.equal(getattr(got, name), getattr(expected, name)), name
+            if expected.embeddings is None:  # rba: no SAM
+                assert got.embeddings is None
+            else:
+                assert torch.equal(got.embeddings, expected.embeddings)
             assert got.gated == expected.gated
     assert shared[0][0].num_instances == 0  # rba: pixel scores only
     assert shared[3][0].prompt_points.shape == (16, 2)  # the 4x4 grid
