@@ -4,7 +4,7 @@ A roadside object is seen in many consecutive frames; linking its sightings lets
 see one object once, with its best view. Linking is greedy and online, frame by frame in log
 order: each active track predicts where its object is now and how large (its last box moved at
 the velocity, and grown at the rate, of its last two sightings: objects the car drives towards
-grow and slide away from the horizon ever faster), and each instance joins the track whose
+grow and slide away from the horizon ever faster), and each sighting joins the track whose
 prediction fits it best (centre distance in diagonals plus ``SIZE_WEIGHT`` times the size
 misfit ``|log(diagonal / predicted diagonal)|``), if
 
@@ -13,9 +13,10 @@ misfit ``|log(diagonal / predicted diagonal)|``), if
   (the objects grow as the car nears them: the tolerance scales with their size), and
 - their embeddings' cosine similarity is at least ``min_similarity`` (when embeddings exist);
 
-best-fitting pairs first, each track and each instance used once per frame. An instance that joins
-no track starts one. The loop runs over frames and over the pairs of one frame; all distances
-are computed as matrices.
+best-fitting pairs first, each track and each sighting used once per frame. A sighting that
+joins no track starts one. A sighting is one instance, or several of one frame whose boxes
+overlap (the same object outlined with and without its shadow, say), which then share a track.
+The loop runs over frames and over the pairs of one frame; all distances are matrices.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 
 from transforms._validate import INT_DTYPES, check_count, check_finite, check_float, check_tensor
 
-__all__ = ["link_tracks", "track_affinity"]
+__all__ = ["link_tracks", "overlap_groups", "track_affinity"]
 
 # Weight of the size misfit |log(diagonal / the track's expected diagonal)| in the cost, next to
 # the centre distance in diagonals (on the world's dense logs: purity 0.908 -> 0.958,
@@ -70,6 +71,51 @@ def track_affinity(
     return distance, embeddings_a.float() @ embeddings_b.float().T
 
 
+def overlap_groups(
+    frame_index: torch.Tensor, boxes: torch.Tensor, min_overlap: float
+) -> torch.Tensor:
+    """Group each frame's instances whose boxes overlap: the same object, outlined twice.
+
+    Two instances of one frame are joined when their boxes' intersection covers at least
+    ``min_overlap`` of the smaller box (mask NMS keeps nested masks of one object: the object
+    alone, the object with its shadow); groups are the connected components.
+
+    Args:
+        frame_index: ``[N]`` integer frame of each instance.
+        boxes: ``[N, 4]`` float ``(x, y, w, h)``.
+        min_overlap: in [0, 1]; above 1 nothing is joined.
+
+    Returns:
+        ``[N]`` int64 group numbers ``0..G-1`` in order of (frame, first member).
+    """
+    frames = frame_index.cpu().long()
+    boxes = boxes.cpu().float()
+    label = torch.arange(frames.shape[0])
+    for frame in torch.unique(frames).tolist():
+        here = (frames == frame).nonzero().flatten()
+        if here.numel() < 2:
+            continue
+        b = boxes[here]
+        low = torch.maximum(b[:, None, :2], b[None, :, :2])
+        high = torch.minimum(b[:, None, :2] + b[:, None, 2:], b[None, :, :2] + b[None, :, 2:])
+        inter = (high - low).clamp(min=0).prod(dim=2)
+        area = b[:, 2:].prod(dim=1).clamp(min=1.0)
+        joined = inter >= min_overlap * torch.minimum(area[:, None], area[None, :])
+        # Connected components: every member takes the smallest index it reaches.
+        component = torch.arange(here.numel())
+        while True:
+            reach = torch.where(joined, component[None, :], here.numel()).min(dim=1).values
+            reach = torch.minimum(reach, component)
+            if torch.equal(reach, component):
+                break
+            component = reach
+        label[here] = here[component]
+    # Number the groups by their first member (frames are in order, then input order).
+    order = sorted(set(label.tolist()), key=lambda i: (int(frames[i]), i))
+    number = {first: n for n, first in enumerate(order)}
+    return torch.tensor([number[i] for i in label.tolist()], dtype=torch.long)
+
+
 def link_tracks(
     frame_index: torch.Tensor,
     boxes: torch.Tensor,
@@ -78,8 +124,13 @@ def link_tracks(
     max_gap: int = 1,
     max_shift: float = 2.0,
     min_similarity: float = 0.5,
+    merge_overlap: float = 0.6,
 ) -> torch.Tensor:
     """Track number of each instance of one log.
+
+    Instances of one frame whose boxes overlap (:func:`overlap_groups`, ``merge_overlap``) are
+    one sighting: they link as one box (their union) with one embedding (their unit mean)
+    and share a track.
 
     Args:
         frame_index: ``[N]`` integer frame of each instance (any order).
@@ -88,10 +139,12 @@ def link_tracks(
         max_gap: frames a track may go unseen and still be continued.
         max_shift: largest centre distance per elapsed frame, in larger-box diagonals.
         min_similarity: smallest cosine similarity of linked embeddings.
+        merge_overlap: share of the smaller box two instances of one frame must overlap by
+            to be one sighting (above 1: never).
 
     Returns:
         ``[N]`` int64 track numbers ``0..T-1``, numbered in the order tracks start (frame,
-        then input order). Two instances of one frame never share a track.
+        then input order).
     """
     frame_index = check_tensor("frame_index", frame_index, ndim=1, dtypes=INT_DTYPES)
     boxes = check_float("boxes", boxes, ndim=2)
@@ -108,11 +161,47 @@ def link_tracks(
     check_count("max_gap", max_gap)
     max_shift = check_finite("max_shift", max_shift)
     min_similarity = check_finite("min_similarity", min_similarity)
+    merge_overlap = check_finite("merge_overlap", merge_overlap)
+    if frame_index.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=frame_index.device)
 
-    count = frame_index.shape[0]
+    group = overlap_groups(frame_index, boxes, merge_overlap)
+    count = int(group.max()) + 1
+    first = torch.full((count,), frame_index.shape[0], dtype=torch.long)
+    first.scatter_reduce_(0, group, torch.arange(group.shape[0]), reduce="amin")
+    corner = torch.full((count, 2), torch.inf).scatter_reduce(
+        0, group[:, None].expand(-1, 2), boxes.cpu().float()[:, :2], reduce="amin"
+    )
+    far = torch.full((count, 2), -torch.inf).scatter_reduce(
+        0,
+        group[:, None].expand(-1, 2),
+        boxes.cpu().float()[:, :2] + boxes.cpu().float()[:, 2:],
+        reduce="amax",
+    )
+    union = torch.cat([corner, far - corner], dim=1)
+    joint = None
+    if embeddings is not None:
+        summed = torch.zeros((count, embeddings.shape[1])).index_add_(
+            0, group, embeddings.cpu().float()
+        )
+        joint = torch.nn.functional.normalize(summed, dim=1)
+    numbers = _link_sightings(
+        frame_index.cpu().long()[first], union, joint, max_gap, max_shift, min_similarity
+    )
+    return numbers[group].to(frame_index.device)
+
+
+def _link_sightings(
+    frames: torch.Tensor,
+    boxes: torch.Tensor,
+    embeddings: torch.Tensor | None,
+    max_gap: int,
+    max_shift: float,
+    min_similarity: float,
+) -> torch.Tensor:
+    """:func:`link_tracks` over sightings (at most one per track and frame), in input order."""
+    count = frames.shape[0]
     track = torch.full((count,), -1, dtype=torch.long)
-    frames = frame_index.cpu().long()
-    boxes = boxes.cpu().float()
     # Active tracks: the instance each was last seen as, that frame, and its centre's velocity
     # (pixels per frame, from its last two sightings; zero after one).
     last_instance: list[int] = []
@@ -130,8 +219,8 @@ def link_tracks(
             distance, similarity = track_affinity(
                 boxes[here],
                 predicted,
-                None if embeddings is None else embeddings[here].cpu(),
-                None if embeddings is None else embeddings[previous].cpu(),
+                None if embeddings is None else embeddings[here],
+                None if embeddings is None else embeddings[previous],
             )
             allowed = (distance <= max_shift * elapsed[None, :]) & (similarity >= min_similarity)
             # Prefer the candidate whose size fits the track's growth as well.
@@ -165,4 +254,4 @@ def link_tracks(
             growth[number] = ratio ** (1.0 / (frame - last_frame[number]))
             last_instance[number] = i
             last_frame[number] = frame
-    return track.to(frame_index.device)
+    return track

@@ -56,21 +56,23 @@ def _ground_truth(config: MiningConfig, paths: Sequence[str], *, demo: bool) -> 
 
 
 def format_candidates(run_dir: str, limit: int = 10) -> str:
-    """The top ``limit`` candidates of a run as a text table."""
+    """The top ``limit`` candidates of a run as a text table (``frames``: the sightings of the
+    candidate's track, "-" when the run ranked sightings)."""
     from pipelines.mining.tables import read_table
 
     table = read_table(run_dir, "candidates").slice(0, limit)
     header = (
-        f"{'rank':>4}  {'score':>8}  {'sam_iou':>7}  {'area':>7}  {'bbox (x,y,w,h)':<22}  frame"
+        f"{'rank':>4}  {'score':>8}  {'sam_iou':>7}  {'area':>7}  {'bbox (x,y,w,h)':<22}  "
+        f"{'frames':>6}  frame"
     )
     lines = [header, "-" * len(header)]
-    for row in table.select(
-        ["rank", "score", "sam_iou", "area", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "frame_uri"]
-    ).to_pylist():
+    columns = ["rank", "score", "sam_iou", "area", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
+    for row in table.select([*columns, "track_frames", "frame_uri"]).to_pylist():
         box = f"{row['bbox_x']},{row['bbox_y']},{row['bbox_w']},{row['bbox_h']}"
+        seen = row["track_frames"] if row["track_frames"] is not None else "-"
         lines.append(
             f"{row['rank']:>4}  {row['score']:>8.4f}  {row['sam_iou']:>7.3f}  "
-            f"{row['area']:>7}  {box:<22}  {row['frame_uri']}"
+            f"{row['area']:>7}  {box:<22}  {seen:>6}  {row['frame_uri']}"
         )
     return "\n".join(lines)
 

@@ -32,7 +32,7 @@ EMBEDDING_DIM = 256  # SAM's image-feature channels: every SAM has 256
 # Columns a version-1 file lacks; readers fill them with nulls.
 ADDED_IN_VERSION_2 = {
     "instances": ("embedding", "track_id"),
-    "candidates": ("embedding", "track_id", "track_sightings", "duplicate_of"),
+    "candidates": ("embedding", "track_id", "track_frames", "duplicate_of"),
 }
 EMBEDDING_TYPE = pa.list_(pa.float16(), EMBEDDING_DIM)
 
@@ -109,7 +109,7 @@ CANDIDATES_SCHEMA = _with_metadata(
     [
         pa.field("rank", pa.int32(), nullable=False),
         *INSTANCES_SCHEMA,
-        pa.field("track_sightings", pa.int32()),  # instances in the track; null by instance
+        pa.field("track_frames", pa.int32()),  # frames its track was seen in; null by instance
         pa.field("duplicate_of", pa.string()),  # near-duplicate of this track (another log)
     ],
 )
@@ -122,7 +122,9 @@ TRACKS_SCHEMA = _with_metadata(
         pa.field("log_id", pa.string(), nullable=False),
         pa.field("first_frame_index", pa.int64(), nullable=False),
         pa.field("last_frame_index", pa.int64(), nullable=False),
-        pa.field("sightings", pa.int32(), nullable=False),  # instances linked into the track
+        pa.field("frames_seen", pa.int32(), nullable=False),  # frames the object was seen in
+        pa.field("instances", pa.int32(), nullable=False),  # its instances (one frame may
+        # hold several: the object outlined twice)
         pa.field("best_instance_id", pa.string(), nullable=False),  # highest score
         pa.field("best_score", pa.float32(), nullable=False),
         pa.field("mean_score", pa.float32(), nullable=False),

@@ -45,7 +45,7 @@ def rank_candidates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows by descending ``(score, instance_id)`` with ``rank`` 1..N (and the candidates
     table's track columns, null unless the rows have them)."""
     ordered = sorted(rows, key=_rank_key, reverse=True)
-    no_track = {"track_sightings": None, "duplicate_of": None}
+    no_track = {"track_frames": None, "duplicate_of": None}
     return [{"rank": rank, **no_track, **row} for rank, row in enumerate(ordered, start=1)]
 
 

@@ -75,6 +75,7 @@ def tracks_of_log(
         max_gap=config.max_gap,
         max_shift=config.max_shift,
         min_similarity=config.min_similarity,
+        merge_overlap=config.merge_overlap,
     ).tolist()
     members: dict[int, list[int]] = {}
     for index, number in enumerate(numbers):
@@ -94,7 +95,8 @@ def tracks_of_log(
                 "log_id": log_id,
                 "first_frame_index": sightings[0]["frame_index"],
                 "last_frame_index": sightings[-1]["frame_index"],
-                "sightings": len(sightings),
+                "frames_seen": len({s["frame_index"] for s in sightings}),
+                "instances": len(sightings),
                 "best_instance_id": best["instance_id"],
                 "best_score": best["score"],
                 "mean_score": float(scores.mean()),
@@ -176,7 +178,7 @@ def _track_rank_key(track: dict[str, Any]) -> tuple[float, str]:
 def _best_sighting(row: dict[str, Any], top: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
     track = top.get(row["instance_id"])
     if track is not None:
-        yield {**row, "track_sightings": track["sightings"], "duplicate_of": track["duplicate_of"]}
+        yield {**row, "track_frames": track["frames_seen"], "duplicate_of": track["duplicate_of"]}
 
 
 class TopObjects(beam.PTransform):

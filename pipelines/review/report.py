@@ -48,7 +48,7 @@ _COLUMNS_READ = [
     "crop_w",
     "crop_h",
     "track_id",
-    "track_sightings",
+    "track_frames",
     "duplicate_of",
 ]
 
@@ -78,7 +78,7 @@ def draw_tile(row: dict) -> np.ndarray:
     top, left = (TILE - size[1]) // 2, (TILE - size[0]) // 2
     tile[top : top + size[1], left : left + size[0]] = crop
     font = cv2.FONT_HERSHEY_SIMPLEX
-    seen = f"  {_frames(row)}" if row.get("track_sightings") else ""
+    seen = f"  {_frames(row)}" if row.get("track_frames") else ""
     lines = (f"#{row['rank']}  score {row['score']:.3f}{seen}", _fit(str(row["frame_key"]), 30))
     for number, text in enumerate(lines):
         cv2.putText(tile, text, (4, TILE + 14 + 15 * number), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
@@ -86,7 +86,7 @@ def draw_tile(row: dict) -> np.ndarray:
 
 
 def _frames(row: dict) -> str:
-    count = row["track_sightings"]
+    count = row["track_frames"]
     return f"{count} frame" if count == 1 else f"{count} frames"
 
 

@@ -41,7 +41,7 @@ def detection_of(row: dict[str, Any]) -> fo.Detection:
     # Track fields of runs that ranked objects (null otherwise, and in schema-1 runs).
     track = {
         name: row[name]
-        for name in ("track_id", "track_sightings", "duplicate_of")
+        for name in ("track_id", "track_frames", "duplicate_of")
         if row.get(name) is not None
     }
     embedding = row.get("embedding")

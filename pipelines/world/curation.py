@@ -6,9 +6,10 @@ of its frame that holds the largest part of its mask, if that is at least half o
 object, and its crop still shows that object to a reviewer; a mask mostly on the road around
 a small object does not. Then, over the matched instances:
 
-- **track purity**: of the pairs of instances a track links, the share that show one object;
+- **track purity**: of the pairs of instances of two different frames that a track links, the
+  share that show one object;
 - **track completeness**: of the pairs of instances that show one object in two different
-  frames, the share that one track links (two instances of one frame never share a track);
+  frames, the share that one track links;
 - **distinct objects in the top K** (K = planted objects, those with a sighting of at least
   100 px): the planted objects the top-K candidates show, ranking sightings (no tracks) or
   objects (each track's best sighting);
@@ -132,13 +133,19 @@ def _pairs(counts: Counter) -> int:
     return sum(n * (n - 1) // 2 for n in counts.values())
 
 
+def _cross_frame_pairs(*keys: list, frames: list) -> int:
+    """Pairs of items in different frames that agree on every key."""
+    together = Counter(zip(*keys, strict=True))
+    same_frame = Counter(zip(*keys, frames, strict=True))
+    return _pairs(together) - _pairs(same_frame)
+
+
 def _track_score(tracks: list, objects: list, frames: list) -> TrackScore:
-    """Pairs of items linked by ``tracks`` against ``objects`` (items of one frame never pair:
-    a track holds one instance per frame)."""
+    """Pairs of items of different frames linked by ``tracks``, against ``objects``."""
     return TrackScore(
-        linked_pairs=_pairs(Counter(tracks)),
-        pure_pairs=_pairs(Counter(zip(tracks, objects, strict=True))),
-        object_pairs=_pairs(Counter(objects)) - _pairs(Counter(zip(objects, frames, strict=True))),
+        linked_pairs=_cross_frame_pairs(tracks, frames=frames),
+        pure_pairs=_cross_frame_pairs(tracks, objects, frames=frames),
+        object_pairs=_cross_frame_pairs(objects, frames=frames),
         tracks=len(set(tracks)),
         objects=len(set(objects)),
     )
@@ -188,6 +195,7 @@ def score_sighting_tracks(
             max_gap=config.max_gap,
             max_shift=config.max_shift,
             min_similarity=config.min_similarity,
+            merge_overlap=config.merge_overlap,
         ).tolist()
         tracks += [(log_id, n) for n in numbers]
         objects += [(log_id, sightings[i]["track_id"]) for i in rows]

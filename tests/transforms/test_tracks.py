@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transforms.tracks import link_tracks, track_affinity
+from transforms.tracks import link_tracks, overlap_groups, track_affinity
 
 
 def _unit(*rows: list[float]) -> torch.Tensor:
@@ -51,11 +51,29 @@ def test_a_jump_larger_than_max_shift_diagonals_per_frame_starts_a_new_track() -
     assert link_tracks(torch.tensor([0, 2]), boxes, max_shift=1.0).tolist() == [0, 0]
 
 
-def test_two_instances_of_one_frame_never_share_a_track() -> None:
+def test_two_separate_instances_of_one_frame_never_share_a_track() -> None:
     frames = torch.tensor([0, 1, 1])
-    boxes = torch.tensor([[50.0, 50, 10, 10], [50, 50, 10, 10], [52, 50, 10, 10]])
+    boxes = torch.tensor([[50.0, 50, 10, 10], [50, 50, 10, 10], [58, 50, 10, 10]])  # 20 % overlap
     got = link_tracks(frames, boxes)
     assert got.tolist() == [0, 0, 1]  # the closer one continues the track
+
+
+def test_overlapping_instances_of_one_frame_are_one_sighting_of_one_track() -> None:
+    # Frame 1 outlines the object twice (alone, and with its shadow below it).
+    frames = torch.tensor([0, 1, 1, 2])
+    boxes = torch.tensor([[50.0, 50, 10, 10], [51, 51, 10, 10], [51, 51, 10, 16], [52, 52, 10, 10]])
+    assert link_tracks(frames, boxes).tolist() == [0, 0, 0, 0]
+    assert link_tracks(frames, boxes, merge_overlap=1.1).tolist() == [0, 0, 1, 0]
+
+
+def test_overlap_groups_join_chains_of_overlapping_boxes_within_a_frame() -> None:
+    frames = torch.tensor([3, 3, 3, 3, 4])
+    boxes = torch.tensor(
+        [[0.0, 0, 10, 10], [6, 0, 10, 10], [12, 0, 10, 10], [100, 0, 5, 5], [0, 0, 10, 10]]
+    )
+    # 0~1 and 1~2 overlap by 40 % of a box; 0 and 2 do not touch; 3 is apart; 4 is next frame.
+    assert overlap_groups(frames, boxes, 0.4).tolist() == [0, 0, 0, 1, 2]
+    assert overlap_groups(frames, boxes, 0.5).tolist() == [0, 1, 2, 3, 4]
 
 
 def test_affinity_is_distance_over_the_larger_diagonal_and_cosine() -> None:

@@ -221,7 +221,7 @@ def test_mining_runs_reruns_and_restarts_on_a_changed_config(
         assert row["run_id"] == "run-1"
 
     # Every instance is in exactly one track of its log; each track is named by its first
-    # sighting and counts its sightings.
+    # sighting and counts its instances and frames.
     tracks = read_table(str(run_dir), "tracks").to_pylist()
     members: dict[str, list[dict]] = {}
     for row in instances:
@@ -231,8 +231,8 @@ def test_mining_runs_reruns_and_restarts_on_a_changed_config(
         sightings = sorted(members[track["track_id"]], key=lambda r: r["frame_index"])
         assert {r["log_id"] for r in sightings} == {track["log_id"]}
         assert track["track_id"] == sightings[0]["instance_id"]
-        assert track["sightings"] == len(sightings)
-        assert len({r["frame_key"] for r in sightings}) == len(sightings)
+        assert track["instances"] == len(sightings)
+        assert track["frames_seen"] == len({r["frame_key"] for r in sightings})
         best = max(sightings, key=lambda r: (r["score"], r["instance_id"]))
         assert track["best_instance_id"] == best["instance_id"]
 
@@ -240,7 +240,7 @@ def test_mining_runs_reruns_and_restarts_on_a_changed_config(
     top = sorted(tracks, key=lambda t: (t["best_score"], t["best_instance_id"]), reverse=True)[:5]
     assert [r["rank"] for r in candidates] == list(range(1, len(top) + 1))
     assert [r["instance_id"] for r in candidates] == [t["best_instance_id"] for t in top]
-    assert [r["track_sightings"] for r in candidates] == [t["sightings"] for t in top]
+    assert [r["track_frames"] for r in candidates] == [t["frames_seen"] for t in top]
 
     record = json.loads((run_dir / "run.json").read_text())
     assert record["counts"] == {

@@ -67,11 +67,12 @@ def test_a_logs_instances_become_tracks_whatever_order_they_arrive_in() -> None:
         0,
         2,
     )
-    assert (box["sightings"], box["best_instance_id"], box["best_score"]) == (3, "a/000001#0", -0.2)
+    assert (box["frames_seen"], box["instances"]) == (3, 3)
+    assert (box["best_instance_id"], box["best_score"]) == ("a/000001#0", -0.2)
     assert np.isclose(box["mean_score"], -1.0 / 3)
     assert box["min_score"] == -0.5
     assert np.allclose(box["embedding"], _direction(1), atol=1e-3)
-    assert (tyre["sightings"], tyre["best_instance_id"]) == (2, "a/000002#1")
+    assert (tyre["frames_seen"], tyre["best_instance_id"]) == (2, "a/000002#1")
     again_ids, again = tracks_of_log("a", LOG_A, TracksConfig(), "run", "fp")
     assert again_ids == ids
     assert [t["track_id"] for t in again] == [t["track_id"] for t in tracks]
@@ -95,13 +96,13 @@ def test_tracks_without_embeddings_link_on_position_and_are_never_duplicates() -
     blind = [{**row, "embedding": np.zeros(EMBEDDING_DIM, np.float16)} for row in LOG_A + LOG_B]
     _, tracks_a = tracks_of_log("a", blind[:5], TracksConfig(), "run", "fp")
     _, tracks_b = tracks_of_log("b", blind[5:], TracksConfig(), "run", "fp")
-    assert [t["sightings"] for t in tracks_a] == [3, 2]
+    assert [t["frames_seen"] for t in tracks_a] == [3, 2]
     assert all(t["duplicate_of"] is None for t in flag_near_duplicates(tracks_a + tracks_b, 0.5))
 
 
 def _rows(candidates: beam.PCollection, label: str) -> beam.PCollection:
     return candidates | f"fields of {label}" >> beam.Map(
-        lambda r: (r["rank"], r["instance_id"], r["track_sightings"], r["duplicate_of"])
+        lambda r: (r["rank"], r["instance_id"], r["track_frames"], r["duplicate_of"])
     )
 
 

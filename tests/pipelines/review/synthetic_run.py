@@ -219,7 +219,7 @@ def write_run(
         {
             "rank": rank,
             **row,
-            "track_sightings": 1,
+            "track_frames": 1,
             "duplicate_of": DUPLICATES.get(row["instance_id"]),
         }
         for rank, row in enumerate(ranked, start=1)

@@ -124,6 +124,7 @@ def test_app_answers_on_loopback_only_offers_review_buttons_and_shuts_down_on_si
             "log-drive_a",
             "log-drive_b",
             "anomaly-patches",
+            "distinct-objects",
         ]
 
         # One button per review tag above the grid; a click runs the operator on the selection.

@@ -257,7 +257,7 @@ def test_detections_carry_their_track_and_embedding(built: Any, run_a: Synthetic
     for instance_id, (_, detection) in detections.items():
         row = candidates[instance_id]
         assert detection["track_id"] == row["track_id"]
-        assert detection["track_sightings"] == 1
+        assert detection["track_frames"] == 1
         assert getattr(detection, "duplicate_of", None) == DUPLICATES.get(instance_id)
         assert np.allclose(detection["embedding"], row["embedding"], atol=1e-4)
 
