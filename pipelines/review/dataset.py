@@ -20,6 +20,7 @@ from pipelines.review.fields import (
     RANKED_VIEW,
     SAMPLE_FORMAT,
     SIMILARITY_KEY,
+    TRACKS_VIEW,
     ReviewError,
 )
 from pipelines.review.runs import MiningRun, frame_images, local_path, read_run
@@ -219,7 +220,17 @@ def _save_views(dataset: fo.Dataset, top_k: int, refresh_patches: bool) -> None:
             .to_patches(ANOMALIES)
             .sort_by(f"{ANOMALIES}.confidence", reverse=True)
         )
-        for name, view in ((PATCHES_VIEW, patches), (OBJECTS_VIEW, objects)):
+        views = [(PATCHES_VIEW, patches), (OBJECTS_VIEW, objects)]
+        if dataset.count(f"{ANOMALIES}.detections.track_id"):
+            # Every sighting of an object together (runs that ranked sightings keep several
+            # per track; runs that ranked objects, one), groups by their best sighting.
+            tracks = (
+                dataset.to_patches(ANOMALIES)
+                .match(F(f"{ANOMALIES}.track_id") != None)  # noqa: E711
+                .group_by(f"{ANOMALIES}.track_id", order_by=f"{ANOMALIES}.confidence", reverse=True)
+            )
+            views.append((TRACKS_VIEW, tracks))
+        for name, view in views:
             if dataset.has_saved_view(name):
                 dataset.delete_saved_view(name)
             dataset.save_view(name, view)

@@ -7,6 +7,7 @@ LABEL = "anomaly"
 ANOMALIES = "anomalies"
 PATCHES_VIEW = "anomaly-patches"
 OBJECTS_VIEW = "distinct-objects"  # patches without near-duplicates of other logs' objects
+TRACKS_VIEW = "tracks"  # patches grouped by their object's track, best sighting first
 SIMILARITY_KEY = "ugains_similarity"  # FiftyOne Brain index of the patches' embeddings
 RANKED_VIEW = "ranked"  # every frame, highest candidate score first: where the App opens
 EXPORT_FORMATS = {

@@ -125,6 +125,7 @@ def test_app_answers_on_loopback_only_offers_review_buttons_and_shuts_down_on_si
             "log-drive_b",
             "anomaly-patches",
             "distinct-objects",
+            "tracks",
         ]
 
         # One button per review tag above the grid; a click runs the operator on the selection.

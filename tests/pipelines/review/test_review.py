@@ -230,6 +230,7 @@ def test_saved_views_top_k_per_log_and_patches(built: Any, run_a: SyntheticRun) 
         "log-drive_b",
         "anomaly-patches",
         "distinct-objects",
+        "tracks",
     ]
     top = built.load_saved_view(f"top-{TOP_K}")
     best = [r["instance_id"] for r in candidates if r["rank"] <= TOP_K]
@@ -248,6 +249,9 @@ def test_saved_views_top_k_per_log_and_patches(built: Any, run_a: SyntheticRun) 
     assert objects.values("anomalies.mined_instance_id") == [
         i for i in ranked if i not in DUPLICATES
     ]
+    # One group per track (here each track's one sighting), best sighting first.
+    tracks = built.load_saved_view("tracks")
+    assert sorted(tracks.values("anomalies.track_id")) == sorted(r["track_id"] for r in candidates)
 
 
 def test_detections_carry_their_track_and_embedding(built: Any, run_a: SyntheticRun) -> None:
