@@ -143,6 +143,19 @@ class PixelMetrics:
         return _ranking_curves(positives[::-1], negatives[::-1], max_points)
 
 
+def _cumulative_counts(
+    positives: np.ndarray, negatives: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives above each threshold (counts by descending score), float64."""
+    tps = np.cumsum(positives, dtype=np.float64)
+    fps = np.cumsum(negatives, dtype=np.float64)
+    if tps.size == 0 or tps[-1] == 0:
+        raise ValueError("no anomaly pixels (label 1) among the evaluated pixels")
+    if fps[-1] == 0:
+        raise ValueError("no in-distribution pixels (label 0) among the evaluated pixels")
+    return tps, fps
+
+
 def _ranking_metrics(positives: np.ndarray, negatives: np.ndarray) -> dict[str, float]:
     """AP, FPR95 and AUROC from per-threshold counts sorted by *descending* score.
 
@@ -152,12 +165,7 @@ def _ranking_metrics(positives: np.ndarray, negatives: np.ndarray) -> dict[str, 
     ``roc_curve(drop_intermediate=True)`` keeps (a corner in fps or tps), which matters for
     FPR95 ("first ROC point with TPR > 0.95"), then prepends (0, 0).
     """
-    tps = np.cumsum(positives, dtype=np.float64)
-    fps = np.cumsum(negatives, dtype=np.float64)
-    if tps.size == 0 or tps[-1] == 0:
-        raise ValueError("no anomaly pixels (label 1) among the evaluated pixels")
-    if fps[-1] == 0:
-        raise ValueError("no in-distribution pixels (label 0) among the evaluated pixels")
+    tps, fps = _cumulative_counts(positives, negatives)
 
     # Average precision (precision_recall_curve has drop_intermediate=False by default).
     precision = tps / (tps + fps)  # every threshold holds >= 1 pixel, so no 0/0
@@ -185,12 +193,7 @@ def _ranking_curves(
     positives: np.ndarray, negatives: np.ndarray, max_points: int
 ) -> dict[str, list[list[float]]]:
     """Subsampled PR and ROC curves from per-threshold counts by descending score."""
-    tps = np.cumsum(positives, dtype=np.float64)
-    fps = np.cumsum(negatives, dtype=np.float64)
-    if tps.size == 0 or tps[-1] == 0:
-        raise ValueError("no anomaly pixels (label 1) among the evaluated pixels")
-    if fps[-1] == 0:
-        raise ValueError("no in-distribution pixels (label 0) among the evaluated pixels")
+    tps, fps = _cumulative_counts(positives, negatives)
     keep = np.unique(np.linspace(0, tps.size - 1, min(max_points, tps.size)).round().astype(int))
     tps, fps = tps[keep], fps[keep]
     recall, precision = tps / tps[-1], tps / (tps + fps)
