@@ -67,12 +67,12 @@ class TracksConfig(StrictModel):
     """Linking a log's instances into objects (transforms/tracks.py, docs/method.md "Curation")."""
 
     enabled: bool = True
-    max_gap: int = Field(1, ge=0)  # frames a track may go unseen and still be continued
+    max_gap: int = Field(1, ge=0)  # sampled frames a track may go unseen and still continue
     max_shift: float = Field(2.0, gt=0.0)  # centre shift per frame, in larger-box diagonals
     min_similarity: float = Field(0.5, ge=-1.0, le=1.0)  # cosine of linked embeddings
     # Instances of one frame whose boxes overlap by this share of the smaller box are one
     # sighting (one object outlined twice); above 1: never joined.
-    merge_overlap: float = Field(0.6, ge=0.0)
+    merge_overlap: float = Field(0.6, gt=0.0)
     # Tracks of two different logs at least this similar are near-duplicates (same object).
     duplicate_similarity: float = Field(0.95, gt=0.0, le=1.0)
 

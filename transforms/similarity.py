@@ -1,8 +1,8 @@
 """Embedding search: "more like this" and near-duplicates across drive logs.
 
 Embeddings are unit rows (:func:`transforms.embeddings.mask_embeddings`), so the cosine
-similarity of two is their dot product. Both functions work in blocks of rows, so the
-similarity matrix is never held whole.
+similarity of two is their dot product. :func:`near_duplicates` works in blocks of rows sized
+so that a block of the similarity matrix stays under 2**26 entries.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from transforms._validate import INT_DTYPES, check_count, check_finite, check_fl
 
 __all__ = ["most_similar", "near_duplicates"]
 
-_BLOCK_ROWS = 4096
+_BLOCK_ENTRIES = 1 << 26
 
 
 def most_similar(
@@ -52,7 +52,9 @@ def near_duplicates(
     (drive logs), their cosine similarity is at least ``threshold``, and ``u`` ranks higher
     (higher score; ties: lower index). Each row points to its highest-ranked candidate, and
     pointers are followed to the end of their chain, so a group of near-duplicates points to
-    one representative, which points to nothing.
+    one representative, which points to nothing; a chain that ends in the row's own group
+    (A -> B of another log -> C of A's log) stops at its first step, so a row never points
+    into its own group.
 
     Args:
         embeddings: ``[T, C]`` float unit rows.
@@ -80,8 +82,9 @@ def near_duplicates(
     rank[order] = rows
     best = torch.full((count,), -1, dtype=torch.long, device=device)
     flat = embeddings.float()
-    for start in range(0, count, _BLOCK_ROWS):
-        stop = min(start + _BLOCK_ROWS, count)
+    block = max(1, _BLOCK_ENTRIES // max(count, 1))
+    for start in range(0, count, block):
+        stop = min(start + block, count)
         similar = flat[start:stop] @ flat.T >= threshold
         similar &= groups[start:stop, None] != groups[None, :]
         similar &= rank[None, :] < rank[start:stop, None]
@@ -96,4 +99,5 @@ def near_duplicates(
         if torch.equal(nxt, root):
             break
         root = nxt
+    root = torch.where(groups[root] == groups, best, root)  # best is of another group, or -1
     return torch.where(root != rows, root, -1)

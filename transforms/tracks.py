@@ -100,7 +100,7 @@ def overlap_groups(
         high = torch.minimum(b[:, None, :2] + b[:, None, 2:], b[None, :, :2] + b[None, :, 2:])
         inter = (high - low).clamp(min=0).prod(dim=2)
         area = b[:, 2:].prod(dim=1).clamp(min=1.0)
-        joined = inter >= min_overlap * torch.minimum(area[:, None], area[None, :])
+        joined = (inter > 0) & (inter >= min_overlap * torch.minimum(area[:, None], area[None, :]))
         # Connected components: every member takes the smallest index it reaches.
         component = torch.arange(here.numel())
         while True:

@@ -12,7 +12,7 @@ __all__ = ["curve_label", "write_curves"]
 
 
 def curve_label(row: dict[str, Any]) -> str:
-    """``"ugains fps 50 (pAP 46.66)"``: the variant and the figure its curve integrates."""
+    """``"ugains fps 50"``: the variant a curve belongs to."""
     parts = [row["mode"]] + [row[k] for k in ("sampler", "points") if row.get(k) not in ("-", None)]
     return " ".join(str(p) for p in parts)
 

@@ -29,6 +29,7 @@ __all__ = [
     "LinkTracks",
     "TopObjects",
     "flag_near_duplicates",
+    "sampling_step",
     "track_features",
     "tracks_of_log",
 ]
@@ -42,6 +43,13 @@ def track_features(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         **{name: row[name] for name in _FEATURES},
         "embedding": np.asarray(row["embedding"], np.float16),
     }
+
+
+def sampling_step(frame_index: np.ndarray) -> int:
+    """The step between a log's sampled frames: the greatest common divisor of the gaps
+    between its distinct frame indices (1 with fewer than two frames)."""
+    gaps = np.diff(np.unique(frame_index))
+    return max(int(np.gcd.reduce(gaps)), 1) if gaps.size else 1
 
 
 def _unit_mean(embeddings: np.ndarray) -> np.ndarray:
@@ -60,16 +68,20 @@ def tracks_of_log(
     """Link one log's instances: ``([(instance_id, track_id)], [tracks rows])``.
 
     Instances are put in ``(frame_index, instance_id)`` order first, so the tracks do not
-    depend on the order a runner delivers them in.
+    depend on the order a runner delivers them in. Frames are counted in the log's sampling
+    step (:func:`sampling_step`): a video mined with ``stride: 5`` has frames 0, 5, 10 ...,
+    and 5 and 10 are consecutive for ``max_gap`` and the motion prediction.
     """
     rows = sorted(features, key=lambda f: (f["frame_index"], f["instance_id"]))
     if not rows:
         return [], []
+    frame_index = np.array([f["frame_index"] for f in rows], np.int64)
+    samples = (frame_index - frame_index[0]) // sampling_step(frame_index)
     embeddings = np.stack([f["embedding"] for f in rows]).astype(np.float32)
     has_embeddings = bool(np.abs(embeddings).sum(axis=1).all())
     boxes = [[f["bbox_x"], f["bbox_y"], f["bbox_w"], f["bbox_h"]] for f in rows]
     numbers = link_tracks(
-        torch.tensor([f["frame_index"] for f in rows], dtype=torch.long),
+        torch.from_numpy(samples),
         torch.tensor(boxes, dtype=torch.float32),
         torch.from_numpy(embeddings) if has_embeddings else None,
         max_gap=config.max_gap,
@@ -175,6 +187,19 @@ def _track_rank_key(track: dict[str, Any]) -> tuple[float, str]:
     return (track["best_score"], track["best_instance_id"])
 
 
+def _index_top(top: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The top tracks by best instance id. A near-duplicate keeps its flag only when its
+    representative is a candidate too: otherwise the candidates would hide the object."""
+    chosen = {track["track_id"] for track in top}
+    return {
+        track["best_instance_id"]: {
+            **track,
+            "duplicate_of": track["duplicate_of"] if track["duplicate_of"] in chosen else None,
+        }
+        for track in top
+    }
+
+
 def _best_sighting(row: dict[str, Any], top: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
     track = top.get(row["instance_id"])
     if track is not None:
@@ -183,8 +208,9 @@ def _best_sighting(row: dict[str, Any], top: dict[str, dict[str, Any]]) -> Itera
 
 class TopObjects(beam.PTransform):
     """``{"instances": rows, "tracks": rows}`` -> the top ``output.top_n`` tracks (at most
-    ``max_per_log`` per log), each as its best instance row with its track's size and
-    near-duplicate flag, ranked 1..N."""
+    ``max_per_log`` per log), each as its best instance row with its track's frames and
+    near-duplicate flag (kept only when the track it repeats is a candidate too), ranked
+    1..N."""
 
     def __init__(self, output: OutputConfig) -> None:
         super().__init__()
@@ -205,12 +231,11 @@ class TopObjects(beam.PTransform):
         top = (
             tracks
             | "TopTracks" >> beam.combiners.Top.Of(self.output.top_n, key=_track_rank_key)
-            | "ByBestInstance"
-            >> beam.FlatMap(lambda top: [(t["best_instance_id"], t) for t in top])
+            | "ByBestInstance" >> beam.Map(_index_top)
         )
         return (
             instances
-            | "BestSightings" >> beam.FlatMap(_best_sighting, top=beam.pvalue.AsDict(top))
+            | "BestSightings" >> beam.FlatMap(_best_sighting, top=beam.pvalue.AsSingleton(top))
             | "AllBest" >> beam.combiners.ToList()
             | "Rank" >> beam.FlatMap(rank_candidates)
         )

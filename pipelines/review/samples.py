@@ -38,7 +38,7 @@ def detection_of(row: dict[str, Any]) -> fo.Detection:
             f"mask of {row['instance_id']} has {int(crop.sum())} pixels inside its bbox, "
             f"but area = {row['area']}"
         )
-    # Track fields of runs that ranked objects (null otherwise, and in schema-1 runs).
+    # Track fields: null when tracks were off, and in schema-1 runs.
     track = {
         name: row[name]
         for name in ("track_id", "track_frames", "duplicate_of")

@@ -47,3 +47,14 @@ def test_chains_of_near_duplicates_end_at_one_representative() -> None:
 def test_near_duplicates_refuse_rows_of_different_lengths() -> None:
     with pytest.raises(ValueError, match="groups and scores must have 2 rows"):
         near_duplicates(_unit([[1, 0], [0, 1]]), torch.tensor([0]), torch.ones(2), 0.9)
+
+
+def test_a_chain_back_into_the_rows_own_log_stops_at_its_first_step() -> None:
+    # a (log 0) ~ b (log 1) ~ c (log 0), c ranks best: the chain a -> b -> c would end in a's
+    # own log, so a points to b; b points to c.
+    embeddings = _unit([[1, 0], [1, 0.5], [1, 1.2]])
+    groups = torch.tensor([0, 1, 0])
+    scores = torch.tensor([1.0, 2.0, 3.0])
+    cos = embeddings @ embeddings.T
+    threshold = float(min(cos[0, 1], cos[1, 2])) - 1e-6
+    assert near_duplicates(embeddings, groups, scores, threshold).tolist() == [1, 2, -1]

@@ -12,7 +12,13 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines.config import OutputConfig, TracksConfig
 from pipelines.mining.schema import EMBEDDING_DIM
 from pipelines.mining.sinks import TopCandidates
-from pipelines.mining.tracks import LinkTracks, TopObjects, flag_near_duplicates, tracks_of_log
+from pipelines.mining.tracks import (
+    LinkTracks,
+    TopObjects,
+    flag_near_duplicates,
+    sampling_step,
+    tracks_of_log,
+)
 
 
 def _direction(seed: int) -> np.ndarray:
@@ -76,6 +82,22 @@ def test_a_logs_instances_become_tracks_whatever_order_they_arrive_in() -> None:
     again_ids, again = tracks_of_log("a", LOG_A, TracksConfig(), "run", "fp")
     assert again_ids == ids
     assert [t["track_id"] for t in again] == [t["track_id"] for t in tracks]
+
+
+def test_a_video_mined_with_a_stride_links_its_sampled_frames_as_consecutive() -> None:
+    # Frames 0, 5, 10, 20 of a video mined with stride 5 (frame 15 had no instance).
+    strided = [{**row, "frame_index": 5 * row["frame_index"]} for row in LOG_A]
+    late = instance("a", 4, 0, -0.3, 31, 1)
+    assert sampling_step(np.array([0, 5, 10, 20])) == 5
+    assert sampling_step(np.array([7])) == 1
+    _, tracks = tracks_of_log(
+        "a", [*strided, {**late, "frame_index": 20}], TracksConfig(), "r", "f"
+    )
+    assert [t["frames_seen"] for t in tracks] == [4, 2]  # frame 20 continues the box (gap 1)
+    _, no_gap = tracks_of_log(
+        "a", [*strided, {**late, "frame_index": 20}], TracksConfig(max_gap=0), "r", "f"
+    )
+    assert [t["frames_seen"] for t in no_gap] == [3, 2, 1]
 
 
 def test_the_same_object_in_another_log_is_flagged_as_a_near_duplicate_of_the_best() -> None:
@@ -149,6 +171,17 @@ def test_max_per_log_caps_each_logs_share_of_the_candidates() -> None:
             _rows(objects, "objects"),
             equal_to([(1, "a/000002#1", 2, None), (2, "b/000005#0", 1, "a/000001#1")]),
             label="objects",
+        )
+        # With the box scored above log a's tyre, one per log leaves that tyre out: log b's
+        # copy of it is then the only view of the object, and is not flagged.
+        boxed = [{**r, "score": 0.5} if r["instance_id"] == "a/000001#0" else r for r in LOG_A]
+        rows_2 = p | "boxed" >> beam.Create(boxed + LOG_B)
+        instances_2, tracks_2 = rows_2 | "link 2" >> LinkTracks(TracksConfig(), "run", "fp")
+        lone = {"instances": instances_2, "tracks": tracks_2} | "lone" >> TopObjects(output)
+        assert_that(
+            _rows(lone, "lone"),
+            equal_to([(1, "a/000001#0", 3, None), (2, "b/000005#0", 1, None)]),
+            label="lone",
         )
         sightings = rows | "sightings" >> TopCandidates(3, max_per_log=1)
         assert_that(

@@ -700,3 +700,36 @@ def test_review_similar_names_a_missing_instance_in_one_line(
     argv = ["review", "similar", "--run", str(run_a.path), "--instance", "nope#0"]
     assert cli.main(argv) == 2
     assert f"run {run_a.path} has no instance 'nope#0'" in caplog.text
+
+
+def test_review_similar_leaves_out_the_querys_own_track_unless_asked(tmp_path: Path) -> None:
+    from pipelines.review.similar import similar_instances
+    from tests.pipelines.world.test_scoring import _write
+
+    run = tmp_path / "run"
+    rows = []
+    for instance_id, track, vector in [
+        ("f/0#0", "T", [1.0, 0.0]),
+        ("f/1#0", "T", [1.0, 0.1]),  # the query's object, a frame later
+        ("f/1#1", "U", [1.0, 0.5]),
+        ("f/2#0", "V", [0.0, 0.0]),  # no embedding: never listed
+    ]:
+        embedding = np.zeros(256, np.float32)
+        embedding[:2] = vector
+        norm = np.linalg.norm(embedding)
+        rows.append(
+            {
+                "instance_id": instance_id,
+                "track_id": track,
+                "frame_uri": f"/x/{instance_id}.png",
+                "embedding": (embedding / norm if norm else embedding).tolist(),
+            }
+        )
+    _write(run, "instances", rows)
+    (run / "run.json").write_text("{}")
+    assert [r["instance_id"] for r in similar_instances(run, "f/0#0")] == ["f/1#1"]
+    both = similar_instances(run, "f/0#0", same_track=True)
+    assert [r["instance_id"] for r in both] == ["f/1#0", "f/1#1"]
+    assert both[0]["similarity"] == pytest.approx(1 / np.sqrt(1.01), abs=1e-3)
+    with pytest.raises(ReviewError, match="'f/2#0' has no embedding"):
+        similar_instances(run, "f/2#0")
