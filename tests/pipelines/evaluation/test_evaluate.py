@@ -18,7 +18,13 @@ from pipelines.config import InferenceConfig, load_config
 from pipelines.evaluation.pipeline import EvaluationCombineFn, FrameEvaluation
 from pipelines.evaluation.report import format_table, make_row
 from pipelines.evaluation.variants import Variant, expand_variants
-from transforms.metrics import ComponentMetrics, instance_ap, pixel_metrics, point_metrics
+from transforms.metrics import (
+    ComponentMetrics,
+    PixelMetrics,
+    instance_ap,
+    pixel_metrics,
+    point_metrics,
+)
 
 
 def test_expand_variants_builds_table_rows():
@@ -96,6 +102,10 @@ def test_combine_fn_equals_the_metrics_over_all_frames():
     for frame in frames:
         components.update(frame.pixel_scores, frame.labels)
     component = components.compute()
+    accumulator = PixelMetrics()
+    for frame in frames:
+        accumulator.update(frame.pixel_scores, frame.labels)
+    assert result.pop("curves") == accumulator.curves()  # the merged histogram's curves
     assert result == {
         "frames": 4,
         "pAP": pytest.approx(100 * pixel["ap"], abs=1e-9),
