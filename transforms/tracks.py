@@ -165,17 +165,19 @@ def link_tracks(
     if frame_index.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=frame_index.device)
 
+    device = frame_index.device
+    frame_index, boxes = frame_index.cpu().long(), boxes.cpu().float()  # linking runs on the CPU
     group = overlap_groups(frame_index, boxes, merge_overlap)
     count = int(group.max()) + 1
     first = torch.full((count,), frame_index.shape[0], dtype=torch.long)
     first.scatter_reduce_(0, group, torch.arange(group.shape[0]), reduce="amin")
     corner = torch.full((count, 2), torch.inf).scatter_reduce(
-        0, group[:, None].expand(-1, 2), boxes.cpu().float()[:, :2], reduce="amin"
+        0, group[:, None].expand(-1, 2), boxes[:, :2], reduce="amin"
     )
     far = torch.full((count, 2), -torch.inf).scatter_reduce(
         0,
         group[:, None].expand(-1, 2),
-        boxes.cpu().float()[:, :2] + boxes.cpu().float()[:, 2:],
+        boxes[:, :2] + boxes[:, 2:],
         reduce="amax",
     )
     union = torch.cat([corner, far - corner], dim=1)
@@ -185,10 +187,8 @@ def link_tracks(
             0, group, embeddings.cpu().float()
         )
         joint = torch.nn.functional.normalize(summed, dim=1)
-    numbers = _link_sightings(
-        frame_index.cpu().long()[first], union, joint, max_gap, max_shift, min_similarity
-    )
-    return numbers[group].to(frame_index.device)
+    numbers = _link_sightings(frame_index[first], union, joint, max_gap, max_shift, min_similarity)
+    return numbers[group].to(device)
 
 
 def _link_sightings(
