@@ -246,6 +246,11 @@ def main() -> None:
         ("rows (10 instances, crops)", f"{rows_before:.1f}", f"{rows_after:.1f}"),
         ("Parquet", f"{parquet:.1f}", f"{parquet:.1f}"),
         ("host stages, sum", f"{stages_before:.1f}", f"{stages_after:.1f}"),
+        (
+            "  same, JPEG frames",
+            f"{stages_before - decode_png + decode_jpeg:.1f}",
+            f"{stages_after - decode_png + decode_jpeg:.1f}",
+        ),
         ("`mine` run, stubbed model, per extra frame", f"{run_before:.1f}", f"{run_after:.1f}"),
         (
             "  runner overhead (run - stages)",

@@ -60,8 +60,9 @@ def masks_to_xywh(masks: torch.Tensor) -> torch.Tensor:
     m, height, width = masks.shape
     if height == 0 or width == 0:
         return torch.zeros(m, 4, dtype=torch.int64, device=masks.device)
-    cols = masks.any(dim=1)  # [M, W]
-    rows = masks.any(dim=2)  # [M, H]
+    as_bytes = masks.view(torch.uint8)  # amax of bytes: ~10x a bool any() on the CPU
+    cols = as_bytes.amax(dim=1) > 0  # [M, W]
+    rows = as_bytes.amax(dim=2) > 0  # [M, H]
 
     def extent(hits: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         # argmax of a 0/1 row = its first 1 (PyTorch returns the first maximal index).
@@ -77,33 +78,61 @@ def masks_to_xywh(masks: torch.Tensor) -> torch.Tensor:
 
 
 def encode_rle(masks: torch.Tensor) -> list[str]:
-    """COCO compressed RLE ``counts`` strings of masks (via ``pycocotools``).
+    """COCO compressed RLE ``counts`` strings of masks (compressed by ``pycocotools``).
 
     Args:
-        masks: ``[M, H, W]`` bool (any device; encoded on the CPU).
+        masks: ``[M, H, W]`` bool (any device; only the columns a mask touches are copied to
+            the CPU).
 
     Returns:
         ``M`` ASCII strings, the ``counts`` of ``{"size": [H, W], "counts": ...}``
         (column-major, as COCO defines it).
     """
-    import cv2
     from pycocotools import mask as mask_utils
 
     check_bool("masks", masks, ndim=3)
     count, height, width = masks.shape
     if count == 0:
         return []
-    array = masks.cpu().numpy().view(np.uint8)
     if height == 0 or width == 0:
-        columns = np.zeros((count, width, height), np.uint8)
-    else:
-        # pycocotools reads [H, W, M] in Fortran order, i.e. the bytes of C-order [M, W, H].
-        # OpenCV's blocked transpose writes them ~5x faster than np.asfortranarray (9 vs 48 ms
-        # for 10 masks at 1024x2048); one C call per mask, no per-pixel Python.
-        columns = np.empty((count, width, height), np.uint8)
-        for index in range(count):
-            cv2.transpose(array[index], dst=columns[index])
-    return [rle["counts"].decode("ascii") for rle in mask_utils.encode(columns.transpose(2, 1, 0))]
+        return [
+            mask_utils.encode(np.zeros((height, width, 1), np.uint8, order="F"))[0][
+                "counts"
+            ].decode("ascii")
+        ] * count
+    # COCO runs go down the columns, so every column outside a mask's own band of columns is
+    # one run of zeros: only the band is scanned (a few % of the frame for most instances,
+    # ~20x less than transposing whole frames).
+    touched = masks.view(torch.uint8).amax(dim=1) > 0  # [M, W]; 10x a bool any() on CPU
+    first = touched.to(torch.uint8).argmax(dim=1)
+    last = width - touched.flip(1).to(torch.uint8).argmax(dim=1)
+    bands = torch.stack([first, last], dim=1).where(touched.any(dim=1, keepdim=True), 0).tolist()
+    strings = []
+    for index, (x0, x1) in enumerate(bands):
+        runs = column_runs(masks[index, :, x0:x1].cpu().numpy())
+        runs[0] += x0 * height  # the zero columns before the band...
+        if len(runs) % 2 == 1:  # ...and after it (an odd count ends on a run of zeros)
+            runs[-1] += (width - x1) * height
+        elif x1 < width:
+            runs.append((width - x1) * height)
+        rle = mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
+        strings.append(rle["counts"].decode("ascii"))
+    return strings
+
+
+def column_runs(mask: np.ndarray) -> list[int]:
+    """Uncompressed COCO runs of one ``[H, W]`` bool mask: lengths of alternating runs down
+    the columns (column-major order), the first a run of zeros (of length 0 if the mask starts
+    with a one). A ``H x 0`` mask gives ``[0]``."""
+    import cv2
+
+    if mask.size == 0:
+        return [0]
+    flat = cv2.transpose(mask.view(np.uint8)).reshape(-1)  # column-major, ~5x np.asfortranarray
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    edges = np.concatenate(([0], changes, [flat.size]))
+    runs = np.diff(edges).tolist()
+    return [0, *runs] if flat[0] else runs
 
 
 def decode_rle(counts: str, height: int, width: int) -> torch.Tensor:

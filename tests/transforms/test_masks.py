@@ -112,6 +112,30 @@ def test_rle_of_large_masks_equals_the_column_major_reference() -> None:
     assert encode_rle(masks) == [rle["counts"].decode("ascii") for rle in expected]
 
 
+def banded_masks(height: int, width: int) -> torch.Tensor:
+    """Masks confined to a few columns: at the left and right edges, in the middle, one
+    pixel in a corner, the whole frame and an empty one (the encoder scans only the band)."""
+    gen = torch.Generator().manual_seed(height * width)
+    noise = torch.rand(height, width, generator=gen) < 0.5
+    masks = torch.zeros(7, height, width, dtype=torch.bool)
+    masks[0, :, :3] = noise[:, :3]
+    masks[1, :, -2:] = True
+    masks[2, 2:-1, width // 3 : width // 2] = noise[2:-1, width // 3 : width // 2]
+    masks[3, 0, 0] = True
+    masks[4, -1, -1] = True
+    masks[5] = noise
+    return masks
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (9, 13), (301, 517)])
+def test_rle_of_masks_in_narrow_column_bands_equals_the_whole_frame_encoding(
+    height, width, device
+) -> None:
+    masks = banded_masks(height, width)
+    expected = mask_utils.encode(masks.permute(1, 2, 0).numpy().astype("uint8").copy("F"))
+    assert encode_rle(masks.to(device)) == [rle["counts"].decode("ascii") for rle in expected]
+
+
 def test_decode_rle_rejects_invalid_strings() -> None:
     counts = encode_rle(torch.ones(1, 4, 5, dtype=torch.bool))[0]
     assert decode_rle(counts, 4, 5).all()
