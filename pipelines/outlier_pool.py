@@ -106,6 +106,10 @@ class OutlierPool:
             )
         return cls(root, objects, provenance, digest.hexdigest()[:16])
 
+    def card(self) -> dict[str, object]:
+        """What a model card records of the pool: its digest and each object's provenance."""
+        return {"digest": self.digest, "objects": self.provenance}
+
     def describe(self) -> str:
         runs = sorted({str(p["run_id"]) for p in self.provenance})
         return f"outlier pool {self.root} ({len(self.objects)} objects from runs {', '.join(runs)})"
@@ -134,3 +138,17 @@ def _read_object(root: Path, entry: dict) -> tuple[torch.Tensor, torch.Tensor, b
         raise PoolError(f"{mask_path}: the mask is empty")
     crop = torch.from_numpy(np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)))
     return crop.permute(2, 0, 1).contiguous(), torch.from_numpy(mask > 127), data
+
+
+def pool_card_section(card: dict) -> list[str]:
+    """Markdown lines of a model card's pool section (``card``: :meth:`OutlierPool.card`)."""
+    lines = [
+        f"## Outlier pool (digest {card['digest']}, {len(card['objects'])} objects)",
+        "",
+        "| run | instance | log | frame | score |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    return lines + [
+        f"| {o['run_id']} | {o['instance_id']} | {o['log_id']} | {o['frame_key']} | {o['score']} |"
+        for o in card["objects"]
+    ]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.mask2former import IMAGENET_MEAN
-from models.training.paste import paste_masked_crops, paste_random_objects
+from models.training.paste import paste_pool_sample, paste_random_objects
 
 __all__ = [
     "OUTLIER_ID",
@@ -184,8 +184,5 @@ def paste_outliers(
             image[None], segments[None], count, generator, max_radius_fraction=max_radius_fraction
         )
         image, segments = pasted[0], pasted_segments[0]
-    if pool and pool_objects > 0:
-        count = 1 + int(torch.randint(0, pool_objects, (), generator=generator))
-        picks = torch.randint(0, len(pool), (count,), generator=generator).tolist()
-        image, segments = paste_masked_crops(image, segments, [pool[i] for i in picks], generator)
+    image, segments = paste_pool_sample(image, segments, pool, pool_objects, generator)
     return image, torch.where(segments > 0, OUTLIER_ID, labels.long())

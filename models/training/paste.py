@@ -2,7 +2,8 @@
 
 :func:`paste_random_objects` teaches a SAM "the thing at the point" and gives outlier exposure
 an open-ended outlier family; :func:`paste_masked_crops` pastes given cut-outs (a review pool's
-confirmed anomalies) for outlier exposure on the objects a fleet has really met.
+confirmed anomalies, drawn by :func:`paste_pool_sample`) for outlier exposure and SAM
+fine-tuning on the objects a fleet has really met.
 
 A world SAM trained on the world's own segments learns its few object kinds (cars, people,
 poles, the outlier family) and fails on shapes it never saw. SAM's own data (SA-1B) has
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["paste_masked_crops", "paste_random_objects"]
+__all__ = ["paste_masked_crops", "paste_pool_sample", "paste_random_objects"]
 
 _HARMONICS = 4
 
@@ -183,3 +184,26 @@ def paste_masked_crops(
         segments[window] = torch.where(inside, next_id, segments[window])
         next_id += 1
     return image, segments
+
+
+def paste_pool_sample(
+    image: Tensor,
+    segments: Tensor,
+    pool: Sequence[tuple[Tensor, Tensor]],
+    at_most: int,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """Paste 1..``at_most`` objects drawn from ``pool`` (with replacement) into one frame with
+    :func:`paste_masked_crops`' jitter; the frame unchanged when the pool is empty or
+    ``at_most`` is 0.
+
+    Args:
+        image: ``[3, H, W]`` uint8 RGB; segments: ``[H, W]`` int64 segment ids.
+        pool: ``(crop [3, h, w] uint8, mask [h, w] bool)`` pairs.
+        generator: CPU generator of the count, the picks and the jitter.
+    """
+    if not pool or at_most <= 0:
+        return image, segments
+    count = 1 + int(torch.randint(0, at_most, (), generator=generator))
+    picks = torch.randint(0, len(pool), (count,), generator=generator).tolist()
+    return paste_masked_crops(image, segments, [pool[i] for i in picks], generator)

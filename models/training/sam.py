@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -73,6 +73,7 @@ def train_sam(
     *,
     progress: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    outlier_pool: Sequence[tuple[Tensor, Tensor]] = (),
 ) -> SamTrainingResult:
     """Train ``sam`` in place for ``config.steps`` steps, resuming from ``run_dir/state.pt``.
 
@@ -86,7 +87,11 @@ def train_sam(
             the end (atomically).
         progress: show a progress bar (loss, IoU, ETA).
         on_step: called after each step with ``(step, metrics)`` (1-based step).
+        outlier_pool: ``(crop [3, h, w] uint8, mask [h, w] bool)`` cut-outs (a review pool's
+            confirmed anomalies); ``config.pool_objects`` per frame at most are pasted in.
     """
+    if config.pool_objects and not outlier_pool:
+        raise ValueError("config.pool_objects > 0 needs a non-empty outlier_pool")
     seed_everything(config.seed)
     sam.train()
     optimizer = torch.optim.AdamW(
@@ -105,7 +110,7 @@ def train_sam(
                 tick = time.perf_counter()
                 images, segments = next(stream)
                 generator = step_generator(config.seed, step - 1)
-                result = batch_loss(sam, images, segments, config, generator)
+                result = batch_loss(sam, images, segments, config, generator, outlier_pool)
                 optimizer.zero_grad(set_to_none=True)
                 result.loss.backward()
                 if config.grad_clip > 0:

@@ -20,6 +20,7 @@ Every random draw of step ``s`` (flips, pasted objects, points) comes from
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ from segment_anything.modeling import Sam
 from torch import Tensor
 
 from models.sam import preprocess_frames, resized_size
-from models.training.paste import paste_random_objects
+from models.training.paste import paste_pool_sample, paste_random_objects
 from models.training.sam_recipe import SamTrainingConfig
 
 __all__ = [
@@ -174,13 +175,16 @@ def batch_loss(
     segments: Tensor,
     config: SamTrainingConfig,
     generator: torch.Generator,
+    pool: Sequence[tuple[Tensor, Tensor]] = (),
 ) -> SamBatchLoss:
     """Forward pass and loss of one batch (``sam`` in train mode; no optimizer step).
 
     Args:
         images: ``[B, 3, H, W]`` uint8 RGB.
         segments: ``[B, H, W]`` int64 segment ids, ``-1`` void.
-        generator: draws the flips and the points.
+        generator: draws the flips, the pasted objects and the points.
+        pool: ``(crop [3, h, w] uint8, mask [h, w] bool)`` cut-outs; 1..``config.pool_objects``
+            of them are pasted into each frame (after the random shapes), each a new segment.
     """
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(
@@ -199,6 +203,13 @@ def batch_loss(
         images, segments = paste_random_objects(
             images, segments, config.pasted_objects, generator, shadows=config.pasted_shadows
         )
+    if pool and config.pool_objects:
+        pasted = [
+            paste_pool_sample(image, frame_segments, pool, config.pool_objects, generator)
+            for image, frame_segments in zip(images, segments, strict=True)
+        ]
+        images = torch.stack([image for image, _ in pasted])
+        segments = torch.stack([frame_segments for _, frame_segments in pasted])
     device = next(sam.parameters()).device
     size = sam.image_encoder.img_size
     height, width = segments.shape[1:]

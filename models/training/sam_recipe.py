@@ -46,6 +46,11 @@ class SamTrainingConfig:
     pasted_objects: int = 0
     # Pasted shapes cast a shadow (about half of them) that is not part of their segment.
     pasted_shadows: bool = False
+    # Up to this many objects of an outlier pool (``train_sam``'s ``outlier_pool``: anomalies a
+    # reviewer confirmed) pasted into each frame, each a segment of its own; and the pool's
+    # identity (a resumed run must use the same pool). 0 = none.
+    pool_objects: int = 0
+    pool_digest: str = ""
     # bf16 autocast of the image encoder and mask decoder (prompt encoder and losses stay
     # float32): 1.3x faster per step on this project's AMX CPUs, the usual choice on GPUs.
     bf16: bool = False
@@ -53,6 +58,8 @@ class SamTrainingConfig:
     checkpoint_every: int = 100
 
     def __post_init__(self) -> None:
+        if self.pool_objects < 0:
+            raise ValueError(f"pool_objects must be >= 0, got {self.pool_objects}")
         for name in ("steps", "batch_size", "points_per_image", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -230,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
     pool = OutlierPool.read(args.outliers) if args.outliers and "oe" in stages else None
     if pool is not None:
         card["data"]["outlier_pool"] = pool.describe()
-        card["outlier_pool"] = {"digest": pool.digest, "objects": pool.provenance}
+        card["outlier_pool"] = pool.card()
     if not 0 <= args.ood_prob <= 1:
         raise ValueError(f"--ood-prob must lie in [0, 1], got {args.ood_prob}")
     thresholds = args.oe_thresholds or DEFAULT_THRESHOLDS[args.oe_score]
@@ -365,19 +365,9 @@ def _model_card(args: argparse.Namespace, card: dict[str, object]) -> str:
             f"{oe['inlier_threshold']}, outlier pixels below {oe['outlier_threshold']}).",
         ]
     if "outlier_pool" in card:
-        pool = card["outlier_pool"]
-        lines += [
-            "",
-            f"## Outlier pool (digest {pool['digest']}, {len(pool['objects'])} objects)",
-            "",
-            "| run | instance | log | frame | score |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        lines += [
-            f"| {o['run_id']} | {o['instance_id']} | {o['log_id']} | {o['frame_key']} "
-            f"| {o['score']} |"
-            for o in pool["objects"]
-        ]
+        from pipelines.outlier_pool import pool_card_section
+
+        lines += ["", *pool_card_section(card["outlier_pool"])]
     for key, title in (("metrics", "Held-out metrics"), ("metrics_oe_frames", "OE frames")):
         if key in card:
             lines += ["", f"## {title}", ""]

@@ -82,6 +82,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="pasted shapes cast shadows that are not part of them (as objects on a road do)",
     )
+    parser.add_argument(
+        "--outliers",
+        metavar="POOL",
+        help="an outlier pool (`ugains review pool`): its confirmed objects are pasted into "
+        "training frames, each a segment of its own, with scale, position and flip jitter "
+        "(fine-tunes SAM on the kinds of object a fleet really meets)",
+    )
+    parser.add_argument(
+        "--pool-objects",
+        type=int,
+        default=3,
+        metavar="N",
+        help="1..N pool objects pasted into each training frame (with --outliers)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="initialisation, data order, points")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
@@ -123,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     from models.config import SamConfig
     from models.sam import SAM_ARCHITECTURES, build_sam
     from models.training.sam import export_sam_weights, train_sam
+    from pipelines.outlier_pool import OutlierPool
     from pipelines.training import sam_data
     from pipelines.training.sam_data import (
         SegmentFrames,
@@ -133,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    pool = OutlierPool.read(args.outliers) if args.outliers else None
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
@@ -147,6 +163,8 @@ def _run(args: argparse.Namespace) -> int:
         max_segment_fraction=args.max_segment_fraction,
         pasted_objects=args.paste_objects,
         pasted_shadows=args.paste_shadows,
+        pool_objects=args.pool_objects if pool is not None else 0,
+        pool_digest=pool.digest if pool is not None else "",
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         bf16=_use_bf16(args.precision, device),
@@ -157,6 +175,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         sources = cityscapes_sources(args.cityscapes, args.cityscapes_split)
         data = f"cityscapes {args.cityscapes} split {args.cityscapes_split}"
+    if pool is not None:
+        data += f", with {pool.describe()}"
     dataset = SegmentFrames(sources, image_size)
     frame_shape = tuple(dataset[0][1].shape)
     _LOG.info(
@@ -193,10 +213,19 @@ def _run(args: argparse.Namespace) -> int:
                 log.flush()
 
         result = train_sam(
-            sam, batches, config, run_dir, progress=not args.no_progress, on_step=on_step
+            sam,
+            batches,
+            config,
+            run_dir,
+            progress=not args.no_progress,
+            on_step=on_step,
+            outlier_pool=pool.objects if pool is not None else (),
         )
     weights = export_sam_weights(sam, run_dir / f"sam_{args.model_type}.pth")
-    _write_card(run_dir, args, config, result, data, len(dataset), frame_shape, weights, device)
+    pool_card = pool.card() if pool is not None else None
+    _write_card(
+        run_dir, args, config, result, data, len(dataset), frame_shape, weights, device, pool_card
+    )
     _LOG.info(
         "wrote %s (loss %.4f, best-mask IoU %.3f, selected-mask IoU %.3f)",
         weights,
@@ -236,6 +265,8 @@ def _command(args: argparse.Namespace) -> str:
         "segment_power",
         "max_segment_fraction",
         "paste_objects",
+        "outliers",
+        "pool_objects",
         "seed",
         "threads",
         "checkpoint_every",
@@ -251,8 +282,12 @@ def _command(args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(word) for word in words)
 
 
-def _write_card(run_dir, args, config, result, data, frames, frame_shape, weights, device) -> None:
+def _write_card(
+    run_dir, args, config, result, data, frames, frame_shape, weights, device, pool_card=None
+) -> None:
     import torch
+
+    from pipelines.outlier_pool import pool_card_section
 
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     wall = sum(json.loads(line).get("seconds", 0.0) for line in lines if line.strip())
@@ -307,4 +342,6 @@ models:
 
 Training metrics per step: `metrics.jsonl`. Metrics are on training frames, not held-out data.
 """
+    if pool_card is not None:
+        card += "\n" + "\n".join(pool_card_section(pool_card)) + "\n"
     (run_dir / "MODEL_CARD.md").write_text(card)

@@ -232,3 +232,71 @@ def test_pasted_shadows_only_darken_what_lies_outside_the_shapes() -> None:
     assert (shaded <= 100).all()  # a shadow darkens, and is never part of a segment
     assert (shaded < 100).any()  # some shapes cast one
     assert (shaded >= 35).all()  # at most to 35 % of the ground's brightness
+
+
+def _pool() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    crop = torch.full((3, 6, 8), 250, dtype=torch.uint8)
+    mask = torch.zeros(6, 8, dtype=torch.bool)
+    mask[1:5, 2:7] = True
+    return [(crop, mask)]
+
+
+def test_pool_objects_are_pasted_as_new_segments_one_to_n_per_frame() -> None:
+    from models.training.paste import paste_pool_sample
+
+    image = torch.zeros((3, 32, 64), dtype=torch.uint8)
+    segments = torch.zeros((32, 64), dtype=torch.int64)
+    counts = set()
+    for seed in range(20):
+        pasted, ids = paste_pool_sample(
+            image, segments, _pool(), 3, torch.Generator().manual_seed(seed)
+        )
+        new = sorted(set(ids.unique().tolist()) - {0})
+        counts.add(len(new))
+        assert new == list(range(1, len(new) + 1))  # fresh ids above the frame's largest
+        assert (pasted[:, ids > 0] == 250).all()
+        assert (pasted[:, ids == 0] == 0).all()
+    assert counts <= {1, 2, 3}
+    assert len(counts) > 1
+    for pool, at_most in (((), 3), (_pool(), 0)):
+        same = paste_pool_sample(image, segments, pool, at_most, torch.Generator())
+        assert same[0] is image
+        assert same[1] is segments
+
+
+def test_training_with_a_pool_prompts_its_objects_and_needs_the_pool(tmp_path, monkeypatch) -> None:
+    torch.set_num_threads(1)
+    sam = build_sam(SamConfig(model_type="vit_tiny_512", seed=0))
+    images, segments = _data()
+    config = SamTrainingConfig(steps=2, points_per_image=2, warmup_steps=1, pool_objects=2)
+    with pytest.raises(ValueError, match="needs a non-empty outlier_pool"):
+        train_sam(sam, _batches(images, segments), config, tmp_path / "a", progress=False)
+    before = {k: v.clone() for k, v in sam.state_dict().items()}
+    result = train_sam(
+        sam,
+        _batches(images, segments),
+        config,
+        tmp_path / "b",
+        progress=False,
+        outlier_pool=_pool(),
+    )
+    assert result.steps == 2
+    assert any(not torch.equal(before[k], v) for k, v in sam.state_dict().items())
+    # The pool's objects are pasted before the points are drawn: they are segments to prompt.
+    from models.training import sam_losses as module
+
+    seen: list[torch.Tensor] = []
+
+    def spy(frame_segments: torch.Tensor, *args: object) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append(frame_segments.clone())
+        return sample_points(frame_segments, *args)
+
+    monkeypatch.setattr(module, "sample_points", spy)
+    sam.train()
+    config = SamTrainingConfig(points_per_image=8, pool_objects=3, hflip=False)
+    batch_loss(sam, images[:1], segments[:1], config, step_generator(0, 0), _pool())
+    assert seen[0].max() > segments[0].max()  # new ids: the pasted objects
+    pasted = seen[0] > segments[0].max()
+    assert pasted.sum() >= 20  # at least one 4x5 object
+    with pytest.raises(ValueError, match="pool_objects must be >= 0"):
+        SamTrainingConfig(pool_objects=-1)
