@@ -67,12 +67,14 @@ def generate(
     write_world(root, spec, splits=("test", "logs"))
 
 
-def world_config(mask2former: str | None = None) -> Any:
+def world_config(mask2former: str | None = None, sam: str | None = None) -> Any:
     """The world config (``mining_configs/world.yaml``), with another Mask2Former directory
-    (a Hugging Face folder or ``zoo:<name>``) when ``mask2former`` is given."""
+    (a Hugging Face folder or ``zoo:<name>``) and SAM weights when given."""
     from pipelines.config import load_config
 
     overrides = {} if mask2former is None else {"models.mask2former.checkpoint": mask2former}
+    if sam is not None:
+        overrides["models.sam.checkpoint"] = sam
     return load_config(WORLD_CONFIG, overrides)
 
 
@@ -80,6 +82,7 @@ def evaluate_world(
     root: Path,
     variants: tuple[tuple[str, str], ...] = VARIANTS,
     mask2former: str | None = None,
+    sam: str | None = None,
 ) -> list[dict[str, Any]]:
     """``ugains evaluate`` (``(mode, sampler)`` variants, the config's points) on ``root/test``."""
     from pipelines.evaluation.datasets import list_samples
@@ -87,7 +90,7 @@ def evaluate_world(
     from pipelines.evaluation.variants import Variant
     from pipelines.runners import pipeline_options
 
-    config = world_config(mask2former)
+    config = world_config(mask2former, sam)
     n = config.models.method.num_points
     rows = [
         Variant(mode) if sampler == "-" else Variant(mode, sampler, n) for mode, sampler in variants
@@ -108,14 +111,18 @@ def mine_logs(
 
 
 def mine_logs_run(
-    root: Path, out: Path, mask2former: str | None = None, log_ids: list[str] | None = None
+    root: Path,
+    out: Path,
+    mask2former: str | None = None,
+    log_ids: list[str] | None = None,
+    sam: str | None = None,
 ) -> tuple[str, Any]:
     """:func:`mine_logs`, returning ``(run_dir, score)``."""
     from pipelines.config import ImageSource
     from pipelines.mining.run import mine
     from pipelines.world.scoring import load_ground_truth, score_run
 
-    config = world_config(mask2former)
+    config = world_config(mask2former, sam)
     truth = sorted((root / "logs").glob("*_gt.json"))
     if log_ids is not None:
         truth = [path for path in truth if path.name[: -len("_gt.json")] in log_ids]

@@ -68,11 +68,18 @@ def generate_training_world(root: Path, train: int, ood: int) -> Path:
 
 
 def fine_tune(
-    training_world: Path, init: str, pool: Path, out: Path, steps: int, threads: int = 1
+    training_world: Path,
+    init: str,
+    pool: Path,
+    out: Path,
+    steps: int,
+    threads: int = 1,
+    rejected: int = 0,
 ) -> Path:
     """``ugains train mask2former --stage oe --init INIT --outliers POOL``: round 1's recipe
     (random shapes, both decoders) with the pool added, at the default scale jitter
-    (0.75-1.25; round 1 used 0.75-1.75)."""
+    (0.75-1.25; round 1 used 0.75-1.75); with ``rejected`` > 0, 1..``rejected`` of the pool's
+    rejected candidates pasted into each inlier frame as hard negatives."""
     from models.zoo import resolve_zoo_path
     from pipelines.training import mask2former as command
 
@@ -81,6 +88,7 @@ def fine_tune(
     argv = ["--world", str(training_world), "--out", str(out), "--stage", "oe"]
     argv += ["--init", resolve_zoo_path(init), "--oe-steps", str(steps), "--oe-paste", "4"]
     argv += ["--oe-trainable", "decoders", "--outliers", str(pool), "--pool-objects", "3"]
+    argv += ["--pool-rejected", str(rejected)]
     argv += ["--threads", str(threads), "--eval-frames", "0", "--no-progress"]
     if command.run(parser.parse_args(argv)) != 0:
         raise RuntimeError(f"fine-tuning into {out} failed (its error is above)")

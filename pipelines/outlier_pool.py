@@ -1,4 +1,4 @@
-"""The outlier pool on disk: confirmed objects as cut-outs for outlier exposure.
+"""The outlier pool on disk: reviewed candidates as cut-outs for outlier exposure.
 
 A pool folder holds ``manifest.json`` and, per object, an RGB crop ``images/<name>.png`` and a
 0/255 mask ``masks/<name>.png`` of the same size. :func:`write_pool_files` writes one (``ugains
@@ -6,13 +6,17 @@ review pool`` from a reviewer's tags, ``ugains world confirm`` from a world's gr
 :class:`OutlierPool` reads it into ``(crop [3, h, w] uint8, mask [h, w] bool)`` pairs, the
 ``outlier_pool`` of :func:`models.training.mask2former.train_mask2former`, and keeps each
 object's provenance (run id, instance id, log, frame) for the trained model's card.
+
+Each manifest entry has a ``decision``: ``confirmed`` (an anomaly; the default for entries
+without one) or ``rejected`` (a candidate the reviewer turned down: an in-distribution thing
+the model flagged, a hard negative for training).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,12 +73,13 @@ class PoolError(ValueError):
 
 @dataclass(frozen=True)
 class OutlierPool:
-    """The objects of one pool folder, read eagerly (pools are small: confirmed objects)."""
+    """The objects of one pool folder, read eagerly (pools are small: reviewed candidates)."""
 
     root: Path
-    objects: list[tuple[torch.Tensor, torch.Tensor]]
-    provenance: list[dict[str, object]]
+    objects: list[tuple[torch.Tensor, torch.Tensor]]  # confirmed
+    provenance: list[dict[str, object]]  # of the confirmed objects
     digest: str  # sha256 of the manifest and every file it lists: a pool's identity
+    rejected: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
     @classmethod
     def read(cls, root: str | Path) -> OutlierPool:
@@ -90,13 +95,19 @@ class OutlierPool:
             listed = json.loads(text)["objects"]
         except (ValueError, KeyError, TypeError) as error:
             raise PoolError(f"{manifest}: not a pool manifest ({error})") from None
-        if not listed:
-            raise PoolError(f"{manifest}: the pool holds no object")
         digest = hashlib.sha256(text)
-        objects, provenance = [], []
+        objects, provenance, rejected = [], [], []
         for entry in listed:
+            decision = entry.get("decision", "confirmed") if isinstance(entry, dict) else None
+            if decision not in ("confirmed", "rejected"):
+                raise PoolError(
+                    f"{manifest}: decision {decision!r} of an object is not confirmed or rejected"
+                )
             crop, mask, data = _read_object(root, entry)
             digest.update(data)
+            if decision == "rejected":
+                rejected.append((crop, mask))
+                continue
             objects.append((crop, mask))
             provenance.append(
                 {
@@ -104,15 +115,21 @@ class OutlierPool:
                     for key in ("run_id", "instance_id", "log_id", "frame_key", "score")
                 }
             )
-        return cls(root, objects, provenance, digest.hexdigest()[:16])
+        if not objects:
+            raise PoolError(f"{manifest}: the pool holds no confirmed object")
+        return cls(root, objects, provenance, digest.hexdigest()[:16], rejected)
 
     def card(self) -> dict[str, object]:
         """What a model card records of the pool: its digest and each object's provenance."""
-        return {"digest": self.digest, "objects": self.provenance}
+        return {"digest": self.digest, "objects": self.provenance, "rejected": len(self.rejected)}
 
     def describe(self) -> str:
         runs = sorted({str(p["run_id"]) for p in self.provenance})
-        return f"outlier pool {self.root} ({len(self.objects)} objects from runs {', '.join(runs)})"
+        rejected = f", {len(self.rejected)} rejected" if self.rejected else ""
+        return (
+            f"outlier pool {self.root} ({len(self.objects)} objects{rejected} from runs "
+            f"{', '.join(runs)})"
+        )
 
 
 def _read_object(root: Path, entry: dict) -> tuple[torch.Tensor, torch.Tensor, bytes]:
@@ -143,7 +160,8 @@ def _read_object(root: Path, entry: dict) -> tuple[torch.Tensor, torch.Tensor, b
 def pool_card_section(card: dict) -> list[str]:
     """Markdown lines of a model card's pool section (``card``: :meth:`OutlierPool.card`)."""
     lines = [
-        f"## Outlier pool (digest {card['digest']}, {len(card['objects'])} objects)",
+        f"## Outlier pool (digest {card['digest']}, {len(card['objects'])} confirmed objects, "
+        f"{card.get('rejected', 0)} rejected candidates)",
         "",
         "| run | instance | log | frame | score |",
         "| --- | --- | --- | --- | --- |",

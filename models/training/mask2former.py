@@ -121,6 +121,9 @@ class TrainConfig:
     # pasted into each inlier frame, and the pool's identity (a resumed run must use the same).
     pool_objects: int = 0
     pool_digest: str = ""
+    # OE: up to this many of the pool's rejected candidates (``rejected_pool``) pasted into each
+    # inlier frame as inliers of no known class (hard negatives of the inlier hinge); 0 = none.
+    pool_rejected: int = 0
     # OE's trainable parts: "rba" = RbA's heads (OE_TRAINABLE_PREFIXES), "decoders" = both
     # decoders as well (OE_DECODERS_PREFIXES).
     oe_trainable: OeTrainable = "rba"
@@ -169,7 +172,11 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def _batch(
-    sources: Sequence[Source], config: TrainConfig, step: int, pool: Sequence[PoolObject] = ()
+    sources: Sequence[Source],
+    config: TrainConfig,
+    step: int,
+    pool: Sequence[PoolObject] = (),
+    rejected: Sequence[PoolObject] = (),
 ) -> tuple[Tensor, Tensor]:
     """The batch of ``step``: ``[B, 3, h, w]`` float32 0-255 and ``[B, h, w]`` int64."""
     generator = _step_generator(config.seed, step)
@@ -180,7 +187,11 @@ def _batch(
             pick = 0 if float(torch.rand((), generator=generator)) < config.ood_prob else 1
         source = sources[pick]
         image, label = source[int(torch.randint(0, len(source), (), generator=generator))]
-        pastes = config.pasted_outliers or (pool and config.pool_objects)
+        pastes = (
+            config.pasted_outliers
+            or (pool and config.pool_objects)
+            or (rejected and config.pool_rejected)
+        )
         if config.stage == "oe" and pastes and pick == len(sources) - 1:
             image, label = paste_outliers(
                 image,
@@ -189,6 +200,8 @@ def _batch(
                 shapes=config.pasted_outliers,
                 pool=pool,
                 pool_objects=config.pool_objects,
+                rejected=rejected,
+                rejected_objects=config.pool_rejected,
                 max_radius_fraction=config.pasted_max_radius,
             )
         image, label = augment(
@@ -252,6 +265,7 @@ def train_mask2former(
     stop_after: int | None = None,
     progress: bool = True,
     outlier_pool: Sequence[PoolObject] = (),
+    rejected_pool: Sequence[PoolObject] = (),
 ) -> TrainResult:
     """Train ``model`` (a ``Mask2FormerForUniversalSegmentation``) in place for one stage.
 
@@ -259,11 +273,14 @@ def train_mask2former(
     ``config.checkpoint_every`` steps and after the last one. ``sources``: semantic =
     ``[inlier frames]``; oe = ``[outlier frames]`` or ``[outlier frames, inlier frames]``.
     ``stop_after``: stop after that step as if killed (tests). ``outlier_pool``: cut-outs
-    pasted as outliers in the oe stage (``config.pool_objects`` per inlier frame at most).
+    pasted as outliers in the oe stage (``config.pool_objects`` per inlier frame at most);
+    ``rejected_pool``: cut-outs pasted as inliers of no known class (``config.pool_rejected``).
     Leaves ``model`` in eval mode.
     """
     if config.pool_objects and not outlier_pool:
         raise ValueError("config.pool_objects > 0 needs a non-empty outlier_pool")
+    if config.pool_rejected and not rejected_pool:
+        raise ValueError("config.pool_rejected > 0 needs a non-empty rejected_pool")
     if not sources or any(len(s) == 0 for s in sources):
         raise ValueError("every training source must hold at least one frame")
     seed_everything(config.seed)
@@ -291,7 +308,7 @@ def train_mask2former(
         config.steps, start, f"mask2former {config.stage}", enabled=progress
     ) as bar:
         for step in range(start, end):
-            images, labels = _batch(sources, config, step, outlier_pool)
+            images, labels = _batch(sources, config, step, outlier_pool, rejected_pool)
             labels = labels.to(device)
             mask_labels, class_labels = semantic_targets(labels, config.num_classes)
             outputs = model(

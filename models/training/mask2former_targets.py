@@ -1,12 +1,14 @@
 """What Mask2Former training makes of a label map: augmented crops, transformers' mask
 targets, and RbA's outlier hinge on an anomaly score.
 
-Label maps hold train ids ``0..K-1``, :data:`VOID_ID` (no target) and :data:`OUTLIER_ID`
-(pasted outlier objects). :func:`augment` rescales, crops and flips a frame with its labels;
-:func:`semantic_targets` turns a batch of label maps into the ``mask_labels`` /
-``class_labels`` of transformers' semantic loss; :func:`outlier_hinge_map` and
-:func:`rba_outlier_loss` are RbA's (Nayal et al. ICCV 2023) squared hinges on the inlier and
-outlier pixels. The training loop is :func:`models.training.mask2former.train_mask2former`.
+Label maps hold train ids ``0..K-1``, :data:`VOID_ID` (no target), :data:`OUTLIER_ID`
+(pasted outlier objects) and :data:`INLIER_ID` (pasted objects a reviewer rejected as
+anomalies: in-distribution, of no known class; the inlier hinge applies, the class loss not).
+:func:`augment` rescales, crops and flips a frame with its labels; :func:`semantic_targets`
+turns a batch of label maps into the ``mask_labels`` / ``class_labels`` of transformers'
+semantic loss; :func:`outlier_hinge_map` and :func:`rba_outlier_loss` are RbA's (Nayal et al.
+ICCV 2023) squared hinges on the inlier and outlier pixels. The training loop is
+:func:`models.training.mask2former.train_mask2former`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from models.mask2former import IMAGENET_MEAN
 from models.training.paste import paste_pool_sample, paste_random_objects
 
 __all__ = [
+    "INLIER_ID",
     "OUTLIER_ID",
     "VOID_ID",
     "augment",
@@ -32,6 +35,7 @@ __all__ = [
 
 VOID_ID = 255
 OUTLIER_ID = 254
+INLIER_ID = 252  # 253 is the world's anomaly id in its test and log labels
 
 
 def semantic_targets(labels: Tensor, num_classes: int = 19) -> tuple[list[Tensor], list[Tensor]]:
@@ -67,8 +71,9 @@ def outlier_hinge_map(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """RbA's per-pixel squared hinges on an anomaly score (higher = more anomalous).
 
-    Inlier pixels (``0 <= label < num_classes``) pay ``relu(score - inlier_threshold)^2``,
-    outlier pixels (:data:`OUTLIER_ID`) ``relu(outlier_threshold - score)^2``; others pay 0.
+    Inlier pixels (``0 <= label < num_classes`` or :data:`INLIER_ID`) pay
+    ``relu(score - inlier_threshold)^2``, outlier pixels (:data:`OUTLIER_ID`)
+    ``relu(outlier_threshold - score)^2``; others pay 0.
 
     Args:
         scores: ``[B, H, W]`` float; labels: ``[B, H, W]`` integer.
@@ -78,7 +83,7 @@ def outlier_hinge_map(
     """
     if scores.shape != labels.shape:
         raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} differ")
-    inlier = (labels >= 0) & (labels < num_classes)
+    inlier = ((labels >= 0) & (labels < num_classes)) | (labels == INLIER_ID)
     outlier = labels == OUTLIER_ID
     hinge = torch.where(
         inlier,
@@ -160,6 +165,8 @@ def paste_outliers(
     shapes: int = 0,
     pool: Sequence[tuple[Tensor, Tensor]] = (),
     pool_objects: int = 0,
+    rejected: Sequence[tuple[Tensor, Tensor]] = (),
+    rejected_objects: int = 0,
     max_radius_fraction: float = 0.2,
 ) -> tuple[Tensor, Tensor]:
     """Paste outliers into an inlier frame and label them :data:`OUTLIER_ID`.
@@ -168,11 +175,13 @@ def paste_outliers(
     (:func:`models.training.paste.paste_random_objects`, no anomaly kind of the world among
     them: an open-ended family instead of a fixed one) and 1..``pool_objects`` cut-outs drawn
     from ``pool`` (:func:`models.training.paste.paste_masked_crops`, with scale, position and
-    flip jitter: e.g. the anomalies a reviewer confirmed).
+    flip jitter: e.g. the anomalies a reviewer confirmed). Then 1..``rejected_objects``
+    cut-outs drawn from ``rejected`` (candidates a reviewer rejected: things the model flagged
+    that are not anomalies), labelled :data:`INLIER_ID`: hard negatives for the inlier hinge.
 
     Args:
         image: ``[3, H, W]`` uint8 RGB; labels: ``[H, W]`` integer.
-        pool: ``(crop [3, h, w] uint8, mask [h, w] bool)`` pairs.
+        pool, rejected: ``(crop [3, h, w] uint8, mask [h, w] bool)`` pairs.
 
     Returns:
         New ``(image [3, H, W] uint8, labels [H, W] int64)``.
@@ -185,4 +194,9 @@ def paste_outliers(
         )
         image, segments = pasted[0], pasted_segments[0]
     image, segments = paste_pool_sample(image, segments, pool, pool_objects, generator)
-    return image, torch.where(segments > 0, OUTLIER_ID, labels.long())
+    labels = torch.where(segments > 0, OUTLIER_ID, labels.long())
+    if rejected and rejected_objects > 0:
+        canvas = torch.zeros_like(segments)
+        image, canvas = paste_pool_sample(image, canvas, rejected, rejected_objects, generator)
+        labels = torch.where(canvas > 0, INLIER_ID, labels)
+    return image, labels

@@ -84,6 +84,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     pool.add_argument("--out", required=True, help="pool directory")
     pool.add_argument("--tag", default="confirmed", choices=REVIEW_TAGS, help="detections to pool")
     pool.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    pool.add_argument(
+        "--with-rejected",
+        action="store_true",
+        help="add the detections tagged rejected as rejected candidates (hard negatives for "
+        "`ugains train mask2former --pool-rejected`)",
+    )
 
     similar = subparsers.add_parser(
         "similar",
@@ -189,7 +195,9 @@ def run(args: argparse.Namespace) -> int:
                 count = export_tagged(dataset, args.tag, args.format, args.out, args.overwrite)
                 print(f"exported {count} {args.tag} detections to {args.out}")
             elif args.review_command == "pool":
-                manifest = write_pool(dataset, args.out, args.tag, args.overwrite)
+                manifest = write_pool(
+                    dataset, args.out, args.tag, args.overwrite, args.with_rejected
+                )
                 print(f"pool manifest: {manifest}")
             else:
                 serve_app(dataset, args.host, args.port)

@@ -86,19 +86,36 @@ def export_tagged(
 
 
 def write_pool(
-    dataset: fo.Dataset, out: str | Path, tag: str = "confirmed", overwrite: bool = False
+    dataset: fo.Dataset,
+    out: str | Path,
+    tag: str = "confirmed",
+    overwrite: bool = False,
+    with_rejected: bool = False,
 ) -> Path:
     """Write each detection carrying ``tag`` as an RGB crop of its box and a binary mask.
 
     The pool format of :mod:`pipelines.outlier_pool` (crops, masks, a manifest with each
-    object's source frame, box in frame pixels and scores): the outlier pool of
-    ``ugains train mask2former --outliers``. Returns the manifest's path.
+    object's source frame, box in frame pixels, scores and the reviewer's ``decision``): the
+    outlier pool of ``ugains train mask2former --outliers``. ``with_rejected``: the detections
+    tagged ``rejected`` follow as rejected candidates (hard negatives for
+    ``--pool-rejected``). Returns the manifest's path.
     """
-    view = tagged_view(dataset, tag)
     out = Path(out)
     _clear_out(out, overwrite)
+    objects = _pool_objects(dataset, tag, "rejected" if tag == "rejected" else "confirmed")
+    if with_rejected and tag != "rejected":
+        objects += _pool_objects(dataset, "rejected", "rejected")
+    manifest = write_pool_files(out, objects, dataset=dataset.name, tag=tag)
+    logger.debug("wrote %d %s objects to %s", len(objects), tag, out)
+    return manifest
+
+
+def _pool_objects(dataset: fo.Dataset, tag: str, decision: str) -> list[PoolObject]:
+    """The detections carrying ``tag`` as pool objects (crop and mask of the box)."""
     objects = []
-    for sample in view.select_fields([ANOMALIES, "log_id", "frame_key", "run_id"]):
+    for sample in tagged_view(dataset, tag).select_fields(
+        [ANOMALIES, "log_id", "frame_key", "run_id"]
+    ):
         image = cv2.imread(sample.filepath, cv2.IMREAD_COLOR)
         if image is None:
             raise ReviewError(f"cannot read frame image {sample.filepath} ({sample.frame_key})")
@@ -116,9 +133,8 @@ def write_pool(
                 "score": detection.confidence,
                 "area": detection["area"],
                 "tags": list(detection.tags),
+                "decision": decision,
             }
             crop = image[y : y + h, x : x + w]
             objects.append(PoolObject(detection.id, crop, box_mask(detection, w, h), record))
-    manifest = write_pool_files(out, objects, dataset=dataset.name, tag=tag)
-    logger.debug("wrote %d %s objects to %s", len(objects), tag, out)
-    return manifest
+    return objects

@@ -142,6 +142,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="1..N pool objects pasted into each inlier frame (with --outliers)",
     )
     parser.add_argument(
+        "--pool-rejected",
+        type=int,
+        default=0,
+        metavar="N",
+        help="1..N of the pool's rejected candidates (things mining flagged that a reviewer "
+        "turned down) pasted into each inlier frame as inliers of no known class: hard "
+        "negatives for RbA's inlier hinge (with --outliers; 0 = none)",
+    )
+    parser.add_argument(
         "--ood-prob",
         type=float,
         default=0.5,
@@ -259,6 +268,7 @@ def _run(args: argparse.Namespace) -> int:
             pasted_outliers=args.oe_paste,
             pool_objects=args.pool_objects if pool is not None and not semantic else 0,
             pool_digest=pool.digest if pool is not None and not semantic else "",
+            pool_rejected=args.pool_rejected if pool is not None and not semantic else 0,
         )
         sources = [train] if semantic else ([ood, train] if ood is not train else [ood])
         result = train_mask2former(
@@ -268,6 +278,7 @@ def _run(args: argparse.Namespace) -> int:
             out / stage,
             progress=not args.no_progress,
             outlier_pool=pool.objects if pool is not None else (),
+            rejected_pool=pool.rejected if pool is not None else (),
         )
         directory = export_huggingface(model.cpu(), out / stage / "model")
         card["stages"][stage] = {

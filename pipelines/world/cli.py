@@ -79,8 +79,12 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as error:
             print(f"ugains world confirm: {error}", file=sys.stderr)
             return 2
-        count = json.loads(manifest.read_text())["count"]
-        print(f"pool manifest: {manifest} ({count} confirmed objects)")
+        listed = json.loads(manifest.read_text())["objects"]
+        rejected = sum(entry.get("decision") == "rejected" for entry in listed)
+        print(
+            f"pool manifest: {manifest} ({len(listed) - rejected} confirmed objects, {rejected} "
+            "rejected candidates)"
+        )
         return 0
     start = time.monotonic()
     try:

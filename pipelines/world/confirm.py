@@ -5,7 +5,9 @@ pool`` writes them out. On a world log the ground truth stands in for that perso
 candidates of a run that match a planted sighting (mask IoU >= 0.5, at least 100 px, each
 sighting once, as :func:`pipelines.world.scoring.match_run` scores a run) are confirmed, and
 written as an outlier pool (:mod:`pipelines.outlier_pool`) with the run's masks, not the
-truth's: the pool holds what mining found, as a reviewer's pool would.
+truth's: the pool holds what mining found, as a reviewer's pool would. The top candidates that
+touch no sighting at all are written as ``rejected`` (the reviewer's "not an anomaly"); those
+that touch one without matching it (a part of an object, or a mask spilling off it) are neither.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def confirm_run(
     min_area: int = MIN_AREA,
     iou: float = CONFIRM_IOU,
 ) -> Path:
-    """Write the confirmed objects among the run's ``top`` candidates as a pool at ``out``.
+    """Write the confirmed objects among the run's ``top`` candidates as a pool at ``out``,
+    with the candidates that touch no sighting as rejected ones.
 
     Frames are read from the world's own images (``logs/<log_id>/images/frame_<index>.png``
     beside each ``*_gt.json``), so runs over a log's video confirm the same objects.
@@ -57,16 +60,29 @@ def confirm_run(
     }
     result = match_run(str(run_dir), sightings, top, min_area, iou)
     run_id = Path(run_dir).name
+    by_frame: dict[tuple[str, int], list[dict]] = {}
+    for row in sightings:
+        by_frame.setdefault((row["log_id"], row["frame_index"]), []).append(row)
     objects = []
     for rank, (cand, sighting) in enumerate(zip(result.candidates, result.matches, strict=True)):
-        if sighting is None or not counts_as_planted(sighting, min_area):
-            continue
         log_id, index = result.frame_ids[cand["frame_key"]]
+        height, width = cand["frame_height"], cand["frame_width"]
+        mask = decode_rle(cand["mask_rle"], height, width).numpy()
+        if sighting is not None:
+            if not counts_as_planted(sighting, min_area):
+                continue
+            decision = "confirmed"
+        elif any(
+            (decode_rle(row["rle"], height, width).numpy() & mask).any()
+            for row in by_frame.get((log_id, index), [])
+        ):
+            continue  # a part of an object, or spilling off one: neither verdict
+        else:
+            decision = "rejected"
         path = logs_root[log_id] / log_id / "images" / f"frame_{index:06d}.png"
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise ValueError(f"{path}: missing or not a readable image")
-        mask = decode_rle(cand["mask_rle"], cand["frame_height"], cand["frame_width"]).numpy()
         ys, xs = np.nonzero(mask)
         y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
         record = {
@@ -79,8 +95,9 @@ def confirm_run(
             "score": round(float(cand["score"]), 6),
             "bbox_xywh": [int(x0), int(y0), int(x1 - x0), int(y1 - y0)],
             "area": int(mask.sum()),
-            "kind": sighting.get("kind"),
-            "track_id": sighting.get("track_id"),
+            "decision": decision,
+            "kind": sighting.get("kind") if sighting else None,
+            "track_id": sighting.get("track_id") if sighting else None,
         }
         name = f"{run_id}_{rank + 1:04d}"
         objects.append(PoolObject(name, image[y0:y1, x0:x1], mask[y0:y1, x0:x1], record))

@@ -233,3 +233,39 @@ def test_outlier_exposure_with_a_pool_needs_the_pool_and_trains(tmp_path: Path) 
     )
     assert result.step == 2
     assert all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_rejected_candidates_are_pasted_as_inliers_of_no_class_for_the_hinge_only() -> None:
+    from models.training.mask2former_targets import (
+        INLIER_ID,
+        outlier_hinge_map,
+        paste_outliers,
+        semantic_targets,
+    )
+
+    image = torch.zeros((3, 32, 64), dtype=torch.uint8)
+    labels = torch.full((32, 64), 3, dtype=torch.int64)
+    rejected = [(torch.full((3, 8, 8), 90, dtype=torch.uint8), torch.ones(8, 8, dtype=torch.bool))]
+    plain = paste_outliers(image, labels, torch.Generator().manual_seed(0))
+    pasted, out = paste_outliers(
+        image, labels, torch.Generator().manual_seed(0), rejected=rejected, rejected_objects=2
+    )
+    assert torch.equal(plain[1], labels)
+    assert set(out.unique().tolist()) == {3, INLIER_ID}
+    assert (pasted[:, out == INLIER_ID] == 90).all()
+    # The class loss has no target there; the inlier hinge applies as on a known class.
+    masks, classes = semantic_targets(out[None], num_classes=19)
+    assert classes[0].tolist() == [3]
+    assert bool((masks[0][0] == 0)[out == INLIER_ID].all())
+    scores = torch.full((1, 32, 64), 2.0)
+    hinge, inlier, outlier = outlier_hinge_map(scores, out[None], inlier_threshold=0.0)
+    assert bool(inlier.all())
+    assert not bool(outlier.any())
+    assert torch.equal(hinge, torch.full_like(scores, 4.0))
+
+
+def test_pool_rejected_needs_rejected_candidates(tmp_path: Path) -> None:
+    config = TrainConfig(stage="oe", steps=1, batch_size=1, size=SIZE, pool_rejected=1)
+    sources = [_frames(1, outliers=True), _frames(1, outliers=False)]
+    with pytest.raises(ValueError, match="rejected_pool"):
+        train_mask2former(_model(), sources, config, tmp_path / "a", progress=False)

@@ -493,6 +493,30 @@ def test_pool_writes_crop_and_mask_pairs_with_a_manifest(
         assert mask.shape == bgr.shape[:2]
 
 
+def test_pool_with_rejected_adds_the_rejected_detections_as_hard_negatives(
+    built: Any, tmp_path: Path
+) -> None:
+    _confirm(built, ["drive_a/1#0"])
+    for sample, det in detections_by_instance(built).values():
+        if det.mined_instance_id == "drive_b/3#0":
+            det.tags = ["rejected"]
+            sample.save()
+    out = tmp_path / "pool"
+    argv = ["review", "pool", "--dataset", built.name, "--out", str(out), "--with-rejected"]
+    assert cli.main(argv) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(o["instance_id"], o["decision"]) for o in manifest["objects"]] == [
+        ("drive_a/1#0", "confirmed"),
+        ("drive_b/3#0", "rejected"),
+    ]
+    pool = OutlierPool.read(out)
+    assert [p["instance_id"] for p in pool.provenance] == ["drive_a/1#0"]
+    assert len(pool.rejected) == 1
+    # Without the flag the pool holds the confirmed objects only.
+    assert cli.main([*argv[:-1], "--overwrite"]) == 0
+    assert OutlierPool.read(out).rejected == []
+
+
 def test_outputs_refuse_a_non_empty_directory_unless_overwrite(built: Any, tmp_path: Path) -> None:
     _confirm(built, ["drive_a/1#0"])
     (tmp_path / "out").mkdir()

@@ -35,7 +35,7 @@ def world_log(tmp_path: Path) -> Path:
     return path
 
 
-def test_candidates_matching_planted_objects_become_the_pool(
+def test_candidates_matching_planted_objects_are_confirmed_those_off_every_object_rejected(
     tmp_path: Path, world_log: Path
 ) -> None:
     run = tmp_path / "runs" / "run-1"
@@ -55,11 +55,17 @@ def test_candidates_matching_planted_objects_become_the_pool(
     argv = ["world", "confirm", "--run", str(run), "--ground-truth", str(world_log)]
     assert cli.main([*argv, "--out", str(out), "--top", "3"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert [(o["instance_id"], o["rank"], o["kind"]) for o in manifest["objects"]] == [
-        ("images/000101#0", 1, "box")
+    assert [
+        (o["instance_id"], o["rank"], o["kind"], o["decision"]) for o in manifest["objects"]
+    ] == [
+        ("images/000101#0", 1, "box", "confirmed"),
+        ("images/000100#0", 3, None, "rejected"),  # touches no sighting: not an anomaly
     ]
     pool = OutlierPool.read(out)
     (crop, mask), (record,) = pool.objects[0], pool.provenance
+    ((_, rejected_mask),) = pool.rejected
+    assert rejected_mask.shape == (10, 10)
+    assert pool.card()["rejected"] == 1
     assert record["run_id"] == "run-1"
     assert mask.shape == (9, 20)  # the run's mask, not the truth's
     assert bool(mask.all())
@@ -69,10 +75,16 @@ def test_candidates_matching_planted_objects_become_the_pool(
     # A reviewer who looks further down the list confirms the ball too: the candidate shows
     # it (mask IoU 0.4 >= 0.3), though mining recall would not count it (< 0.5).
     assert cli.main([*argv, "--out", str(tmp_path / "pool4"), "--top", "4"]) == 0
-    assert json.loads((tmp_path / "pool4" / "manifest.json").read_text())["count"] == 2
+    assert len(OutlierPool.read(tmp_path / "pool4").objects) == 2
+    # A stricter one confirms only the box; the ball's partial mask is neither confirmed nor
+    # rejected (it lies on an object).
     strict = ["--out", str(tmp_path / "strict"), "--top", "4", "--min-iou", "0.5"]
     assert cli.main([*argv, *strict]) == 0
-    assert json.loads((tmp_path / "strict" / "manifest.json").read_text())["count"] == 1
+    decisions = [
+        o["decision"]
+        for o in json.loads((tmp_path / "strict" / "manifest.json").read_text())["objects"]
+    ]
+    assert decisions == ["confirmed", "rejected"]
 
 
 def test_confirm_refuses_a_used_folder_and_a_missing_frame_in_one_line(
