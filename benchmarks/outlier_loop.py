@@ -1,14 +1,17 @@
 """Close the loop on the road world: mine -> confirm -> fine-tune -> mine again, and measure.
 
-Three rounds of the anomaly model, each measured on data no round trained on:
+Rounds of the anomaly model, each measured on data no round trained on:
 
 - **round 0**: the in-distribution model, no outlier exposure
   (``zoo:world_mask2former_tiny_1dl_semantic``);
 - **round 1**: the shipped model, outlier exposure on the generic family
   (``zoo:world_mask2former_tiny_1dl``);
-- **round 2**: round 1 fine-tuned with the objects confirmed from mining drive log A with
-  round 1 (``ugains world confirm`` standing in for a reviewer, then ``ugains train
-  mask2former --stage oe --outliers POOL``), mixed with the generic family as in round 1.
+- **round 2**: round 1 fine-tuned with the review of mining drive log A with round 1
+  (``ugains world confirm`` standing in for a reviewer, then ``ugains train mask2former --stage
+  oe --outliers POOL --pool-rejected N``): the confirmed objects pasted as outliers, the
+  rejected candidates (top candidates on no planted object) pasted as inliers of no class,
+  mixed with the generic family as in round 1;
+- **round 2c** (``--rounds`` to include it): the same with the confirmed objects only.
 
 Each round runs ``ugains evaluate`` on the held-out ``test`` split (pAP, FPR95, iAP50 of
 UGainS with FPS points) and ``ugains mine`` on drive log B, which no round mined for its pool
@@ -18,6 +21,7 @@ objects of the pool's kinds, never the pooled ones::
 
     python -m benchmarks.outlier_loop                  # seed 11, 60 test frames, logs of 200
     python -m benchmarks.outlier_loop --seed 12 --steps 400 --work /tmp/loop
+    python -m benchmarks.outlier_loop --rounds 0 1 2c 2    # with the confirmed-only ablation
 """
 
 from __future__ import annotations
@@ -34,14 +38,19 @@ from typing import Any
 from benchmarks.mining_quality import evaluate_world, generate, mine_logs_run
 
 REPO = Path(__file__).resolve().parents[1]
-ROUND_MODELS = {0: "zoo:world_mask2former_tiny_1dl_semantic", 1: "zoo:world_mask2former_tiny_1dl"}
+ROUND_MODELS = {
+    "0": "zoo:world_mask2former_tiny_1dl_semantic",
+    "1": "zoo:world_mask2former_tiny_1dl",
+}
+ROUND_NAMES = ("0", "1", "2c", "2")
+REJECTED_PER_FRAME = 2  # round 2: 1..N rejected candidates pasted into each inlier frame
 POOL_LOG, HELD_OUT_LOG = "drive_00", "drive_01"
 VARIANTS = (("rba", "-"), ("ugains", "fps"))
 
 
 @dataclass
 class RoundResult:
-    round: int
+    round: str
     model: str
     evaluation: dict[tuple[str, str], dict[str, Any]]
     recall: float
@@ -53,7 +62,8 @@ class RoundResult:
 @dataclass
 class LoopResult:
     rounds: list[RoundResult] = field(default_factory=list)
-    pool_objects: int = 0
+    pool_objects: int = 0  # confirmed
+    pool_rejected: int = 0
     pool_kinds: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -110,7 +120,7 @@ def _kind_recall(run_dir: str, truth: list[dict]) -> dict[str, tuple[int, int]]:
     return {kind: (hits.get(kind, 0), count) for kind, count in sorted(planted.items())}
 
 
-def measure_round(world: Path, work: Path, number: int, model: str) -> RoundResult:
+def measure_round(world: Path, work: Path, number: str, model: str) -> RoundResult:
     from pipelines.world.scoring import load_ground_truth
 
     rows = evaluate_world(world, VARIANTS, model)
@@ -136,10 +146,11 @@ def run_loop(
     training_world: Path,
     steps: int,
     top: int,
-    rounds: tuple[int, ...] = (0, 1, 2),
+    rounds: tuple[str, ...] = ("0", "1", "2"),
+    rejected: int = REJECTED_PER_FRAME,
 ) -> LoopResult:
-    """Generate the world of ``seed``, pool from log A with round 1, fine-tune round 2, and
-    measure ``rounds`` on the test split and log B."""
+    """Generate the world of ``seed``, pool from log A with round 1, fine-tune round 2 (and
+    2c when asked for), and measure ``rounds`` on the test split and log B."""
     from pipelines.world.confirm import confirm_run
 
     result = LoopResult()
@@ -149,11 +160,13 @@ def run_loop(
     result.seconds["generate"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    run_dir, _ = mine_logs_run(world, work / "mine_pool", ROUND_MODELS[1], [POOL_LOG])
+    run_dir, _ = mine_logs_run(world, work / "mine_pool", ROUND_MODELS["1"], [POOL_LOG])
     pool = work / "pool"
     manifest = confirm_run(run_dir, [world / "logs" / f"{POOL_LOG}_gt.json"], pool, top=top)
-    objects = json.loads(manifest.read_text())["objects"]
+    listed = json.loads(manifest.read_text())["objects"]
+    objects = [obj for obj in listed if obj["decision"] == "confirmed"]
     result.pool_objects = len(objects)
+    result.pool_rejected = len(listed) - len(objects)
     for obj in objects:
         result.pool_kinds[obj["kind"]] = result.pool_kinds.get(obj["kind"], 0) + 1
     result.seconds["mine + confirm"] = time.perf_counter() - began
@@ -161,11 +174,17 @@ def run_loop(
         raise RuntimeError(f"round 1 confirmed no object in the top {top} of {run_dir}")
 
     began = time.perf_counter()
-    round2 = fine_tune(training_world, ROUND_MODELS[1], pool, work / "round2", steps)
+    models = dict(ROUND_MODELS)
+    # A pool without rejected candidates (a review that confirmed all it saw) makes round 2c.
+    for name, per_frame in (("2", rejected if result.pool_rejected else 0), ("2c", 0)):
+        if name in rounds:
+            out = work / f"round{name}"
+            models[name] = str(
+                fine_tune(training_world, models["1"], pool, out, steps, 1, per_frame)
+            )
     result.seconds["fine-tune"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    models = {**ROUND_MODELS, 2: str(round2)}
     for number in rounds:
         result.rounds.append(measure_round(world, work, number, models[number]))
     result.seconds[f"measure {len(rounds)} rounds"] = time.perf_counter() - began
@@ -196,8 +215,9 @@ def format_table(result: LoopResult) -> str:
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(result.pool_kinds.items()))
     lines += [
         "",
-        f"pool: {result.pool_objects} confirmed objects ({kinds}); K = {result.rounds[0].planted}"
-        " planted objects (>= 100 px) on the held-out log",
+        f"pool: {result.pool_objects} confirmed objects ({kinds}), {result.pool_rejected} "
+        f"rejected candidates; K = {result.rounds[0].planted} planted objects (>= 100 px) on "
+        "the held-out log",
         "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()),
     ]
     return "\n".join(lines)
@@ -218,6 +238,19 @@ def main(argv: list[str] | None = None) -> int:
         "small one generated into --work)",
     )
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
+    parser.add_argument(
+        "--rounds",
+        nargs="+",
+        choices=ROUND_NAMES,
+        default=["0", "1", "2"],
+        help="rounds to measure (2c: round 2 with the confirmed objects only)",
+    )
+    parser.add_argument(
+        "--pool-rejected",
+        type=int,
+        default=REJECTED_PER_FRAME,
+        help="round 2: 1..N rejected candidates pasted into each inlier frame",
+    )
     args = parser.parse_args(argv)
     import logging
 
@@ -239,10 +272,13 @@ def main(argv: list[str] | None = None) -> int:
             training,
             args.steps,
             args.top,
+            tuple(name for name in ROUND_NAMES if name in args.rounds),
+            args.pool_rejected,
         )
     print(
         f"world seed {args.seed}: {args.test_frames} test frames; logs of {args.log_frames} "
-        f"frames, {args.anomaly_fraction:.0%} with objects; round 2 = {args.steps} steps"
+        f"frames, {args.anomaly_fraction:.0%} with objects; round 2 = {args.steps} steps, "
+        f"--pool-rejected {args.pool_rejected}"
     )
     print(format_table(result))
     return 0

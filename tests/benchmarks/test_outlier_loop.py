@@ -32,16 +32,20 @@ def test_one_round_pools_confirmed_objects_fine_tunes_and_measures_before_and_af
         training_world=training,
         steps=2,
         top=20,
-        rounds=(1, 2),  # round 0 is measured the same way (the benchmark runs all three)
+        rounds=("1", "2"),  # round 0 and 2c are measured the same way
     )
     manifest = json.loads((tmp_path / "work" / "pool" / "manifest.json").read_text())
-    assert result.pool_objects == manifest["count"] >= 1
+    decisions = [o["decision"] for o in manifest["objects"]]
+    assert result.pool_objects == decisions.count("confirmed") >= 1
+    assert result.pool_rejected == decisions.count("rejected")
     assert {o["log_id"] for o in manifest["objects"]} == {POOL_LOG}  # never the held-out log
     card = json.loads((tmp_path / "work" / "round2" / "metrics.json").read_text())
     pooled = [o["instance_id"] for o in card["outlier_pool"]["objects"]]
-    assert pooled == [o["instance_id"] for o in manifest["objects"]]  # provenance in the card
-    assert [r.round for r in result.rounds] == [1, 2]
-    assert result.rounds[0].model == ROUND_MODELS[1]
+    confirmed = [o["instance_id"] for o in manifest["objects"] if o["decision"] == "confirmed"]
+    assert pooled == confirmed  # provenance in the card
+    assert card["outlier_pool"]["rejected"] == result.pool_rejected
+    assert [r.round for r in result.rounds] == ["1", "2"]
+    assert result.rounds[0].model == ROUND_MODELS["1"]
     assert Path(result.rounds[1].model) == tmp_path / "work" / "round2" / "model"
     for r in result.rounds:
         assert {row["frames"] for row in r.evaluation.values()} == {4}

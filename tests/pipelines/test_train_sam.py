@@ -151,6 +151,33 @@ def test_a_second_stage_starts_from_the_first_stages_weights(tmp_path) -> None:
     assert f"--init {weights}" in (second / "MODEL_CARD.md").read_text()
 
 
+def test_a_pool_fine_tune_records_the_pool_and_a_bad_pool_is_a_one_line_error(
+    tmp_path, capsys
+) -> None:
+    from pipelines.outlier_pool import PoolObject, write_pool_files
+
+    root, run = _write_world(tmp_path / "world"), tmp_path / "run"
+    mask = np.zeros((6, 8), bool)
+    mask[1:5, 2:7] = True
+    record = {"run_id": "r1", "instance_id": "log/000001#0", "log_id": "log"}
+    record |= {"frame_key": "log/000001", "score": -0.1, "decision": "confirmed"}
+    crop = np.full((6, 8, 3), 200, np.uint8)
+    write_pool_files(tmp_path / "pool", [PoolObject("a", crop, mask, record)])
+    argv = [*_train_argv(root, run, 1), "--outliers", str(tmp_path / "pool")]
+    assert cli.main([*argv, "--pool-objects", "2"]) == 0
+    card = (run / "MODEL_CARD.md").read_text()
+    assert "--outliers" in card
+    assert "--pool-objects 2" in card
+    assert "## Outlier pool" in card
+    assert "log/000001#0" in card
+    assert torch.load(run / "state.pt", weights_only=False)["extra"]["config"]["pool_objects"] == 2
+    missing = [*_train_argv(root, tmp_path / "other", 1), "--outliers", str(tmp_path / "none")]
+    assert cli.main(missing) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "manifest.json: missing" in err[0]
+
+
 def test_an_interrupted_run_resumes_from_its_saved_step(tmp_path, monkeypatch) -> None:
     root, run = _write_world(tmp_path / "world"), tmp_path / "run"
     calls = {"n": 0}
