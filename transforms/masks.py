@@ -88,18 +88,12 @@ def encode_rle(masks: torch.Tensor) -> list[str]:
         ``M`` ASCII strings, the ``counts`` of ``{"size": [H, W], "counts": ...}``
         (column-major, as COCO defines it).
     """
-    from pycocotools import mask as mask_utils
-
     check_bool("masks", masks, ndim=3)
     count, height, width = masks.shape
     if count == 0:
         return []
     if height == 0 or width == 0:
-        return [
-            mask_utils.encode(np.zeros((height, width, 1), np.uint8, order="F"))[0][
-                "counts"
-            ].decode("ascii")
-        ] * count
+        return [_compress([0], height, width)] * count
     # COCO runs go down the columns, so every column outside a mask's own band of columns is
     # one run of zeros: only the band is scanned (a few % of the frame for most instances,
     # ~20x less than transposing whole frames).
@@ -109,18 +103,25 @@ def encode_rle(masks: torch.Tensor) -> list[str]:
     bands = torch.stack([first, last], dim=1).where(touched.any(dim=1, keepdim=True), 0).tolist()
     strings = []
     for index, (x0, x1) in enumerate(bands):
-        runs = column_runs(masks[index, :, x0:x1].cpu().numpy())
+        runs = _column_runs(masks[index, :, x0:x1].cpu().numpy())
         runs[0] += x0 * height  # the zero columns before the band...
         if len(runs) % 2 == 1:  # ...and after it (an odd count ends on a run of zeros)
             runs[-1] += (width - x1) * height
         elif x1 < width:
             runs.append((width - x1) * height)
-        rle = mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
-        strings.append(rle["counts"].decode("ascii"))
+        strings.append(_compress(runs, height, width))
     return strings
 
 
-def column_runs(mask: np.ndarray) -> list[int]:
+def _compress(runs: list[int], height: int, width: int) -> str:
+    """COCO's compressed ``counts`` string of uncompressed ``runs`` (pycocotools' encoder)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
+    return rle["counts"].decode("ascii")
+
+
+def _column_runs(mask: np.ndarray) -> list[int]:
     """Uncompressed COCO runs of one ``[H, W]`` bool mask: lengths of alternating runs down
     the columns (column-major order), the first a run of zeros (of length 0 if the mask starts
     with a one). A ``H x 0`` mask gives ``[0]``."""
