@@ -11,7 +11,8 @@ Rounds of the anomaly model, each measured on data no round trained on:
   oe --outliers POOL --pool-rejected N``): the confirmed objects pasted as outliers, the
   rejected candidates (top candidates on no planted object) pasted as inliers of no class,
   mixed with the generic family as in round 1;
-- **round 2c** (``--rounds`` to include it): the same with the confirmed objects only.
+- **round 2c**: the same with the confirmed objects only (hard negatives did not help on
+  average over three fine-tune seeds: benchmarks/RESULTS.md).
 
 Each round runs ``ugains evaluate`` on the held-out ``test`` split (pAP, FPR95, iAP50 of
 UGainS with FPS points) and ``ugains mine`` on drive log B, which no round mined for its pool
@@ -21,7 +22,7 @@ objects of the pool's kinds, never the pooled ones::
 
     python -m benchmarks.outlier_loop                  # seed 11, 60 test frames, logs of 200
     python -m benchmarks.outlier_loop --seed 12 --steps 400 --work /tmp/loop
-    python -m benchmarks.outlier_loop --rounds 0 1 2c 2    # with the confirmed-only ablation
+    python -m benchmarks.outlier_loop --rounds 1 2c       # a subset of the rounds
 """
 
 from __future__ import annotations
@@ -242,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds",
         nargs="+",
         choices=ROUND_NAMES,
-        default=["0", "1", "2"],
-        help="rounds to measure (2c: round 2 with the confirmed objects only)",
+        default=list(ROUND_NAMES),
+        help="rounds to measure (2c: round 2 with the confirmed objects only; default: all)",
     )
     parser.add_argument(
         "--pool-rejected",
