@@ -289,7 +289,11 @@ def train_mask2former(
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     scheduler = cosine_with_warmup(optimizer, config.steps, config.warmup_steps)
     start, extra = load_state(run_dir, model=model, optimizer=optimizer, scheduler=scheduler)
-    if start and extra.get("config") != _comparable(config):
+    # A setting added after the run was saved counts as its default (what the run trained with).
+    saved = extra.get("config")
+    if saved is not None:
+        saved = {**_comparable(TrainConfig()), **saved}
+    if start and saved != _comparable(config):
         raise ValueError(
             f"{Path(run_dir) / 'state.pt'}: saved by a run with another config "
             f"({extra.get('config')}); use a new --out or the same settings"

@@ -156,14 +156,15 @@ def train_sam(
 
 
 def _check_same_recipe(saved: dict | None, config: SamTrainingConfig, run_dir: object) -> None:
-    """Refuse to resume a run under another recipe (``checkpoint_every`` may change)."""
+    """Refuse to resume a run under another recipe (``checkpoint_every`` may change). A
+    setting added after the run was saved counts as its default (what the run trained with)."""
     if saved is None:
         return
-    current = asdict(config)
+    defaults = asdict(SamTrainingConfig())
     changed = sorted(
-        f"{k}: {saved.get(k)!r} -> {v!r}"
-        for k, v in current.items()
-        if k != "checkpoint_every" and saved.get(k) != v
+        f"{k}: {saved.get(k, defaults[k])!r} -> {v!r}"
+        for k, v in asdict(config).items()
+        if k != "checkpoint_every" and saved.get(k, defaults[k]) != v
     )
     if changed:
         raise ValueError(

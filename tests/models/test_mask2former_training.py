@@ -269,3 +269,19 @@ def test_pool_rejected_needs_rejected_candidates(tmp_path: Path) -> None:
     sources = [_frames(1, outliers=True), _frames(1, outliers=False)]
     with pytest.raises(ValueError, match="rejected_pool"):
         train_mask2former(_model(), sources, config, tmp_path / "a", progress=False)
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_at_its_default(tmp_path: Path) -> None:
+    frames = _frames(2, outliers=False)
+    config = TrainConfig(stage="semantic", steps=2, batch_size=1, size=SIZE, checkpoint_every=1)
+    run = tmp_path / "run"
+    train_mask2former(_model(), [frames], config, run, stop_after=1, progress=False)
+    state = torch.load(run / "state.pt", weights_only=False)
+    del state["extra"]["config"]["pool_rejected"]  # as written before the setting was added
+    torch.save(state, run / "state.pt")
+    result = train_mask2former(_model(), [frames], config, run, progress=False)
+    assert (result.start_step, result.step) == (1, 2)
+    changed = TrainConfig(stage="semantic", steps=2, batch_size=1, size=SIZE, pool_rejected=1)
+    rejected = [(torch.zeros((3, 4, 4), dtype=torch.uint8), torch.ones(4, 4, dtype=torch.bool))]
+    with pytest.raises(ValueError, match=r"state\.pt"):  # a different value is still refused
+        train_mask2former(_model(), [frames], changed, run, progress=False, rejected_pool=rejected)

@@ -300,3 +300,14 @@ def test_training_with_a_pool_prompts_its_objects_and_needs_the_pool(tmp_path, m
     assert pasted.sum() >= 20  # at least one 4x5 object
     with pytest.raises(ValueError, match="pool_objects must be >= 0"):
         SamTrainingConfig(pool_objects=-1)
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_at_its_default(tmp_path) -> None:
+    _train(tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=False)
+    for key in ("pool_objects", "pool_digest"):  # as written before the settings were added
+        del state["extra"]["config"][key]
+    torch.save(state, tmp_path / "run" / "state.pt")
+    assert _train(tmp_path / "run")["image_encoder.pos_embed"].equal(
+        state["model"]["image_encoder.pos_embed"]
+    )
