@@ -98,12 +98,13 @@ class OutlierPool:
         digest = hashlib.sha256(text)
         objects, provenance, rejected = [], [], []
         for entry in listed:
-            decision = entry.get("decision", "confirmed") if isinstance(entry, dict) else None
+            crop, mask, data = _read_object(root, entry)  # a malformed entry fails here
+            decision = entry.get("decision", "confirmed")
             if decision not in ("confirmed", "rejected"):
                 raise PoolError(
-                    f"{manifest}: decision {decision!r} of an object is not confirmed or rejected"
+                    f"{manifest}: decision {decision!r} of {entry['image']} is not confirmed "
+                    "or rejected"
                 )
-            crop, mask, data = _read_object(root, entry)
             digest.update(data)
             if decision == "rejected":
                 rejected.append((crop, mask))
