@@ -12,7 +12,10 @@ Rounds of the anomaly model, each measured on data no round trained on:
   rejected candidates (top candidates on no planted object) pasted as inliers of no class,
   mixed with the generic family as in round 1;
 - **round 2c**: the same with the confirmed objects only (hard negatives did not help on
-  average over three fine-tune seeds: benchmarks/RESULTS.md).
+  average over three fine-tune seeds: benchmarks/RESULTS.md);
+- **round 2t**: the ceiling of any review of log A: round 1 fine-tuned as 2c on every planted
+  sighting of log A with its true mask (``ugains world confirm --every-sighting``), as if the
+  reviewer had found every object and redrawn every outline.
 
 Each round runs ``ugains evaluate`` on the held-out ``test`` split (pAP, FPR95, iAP50 of
 UGainS with FPS points) and ``ugains mine`` on drive log B, which no round mined for its pool
@@ -22,7 +25,7 @@ objects of the pool's kinds, never the pooled ones::
 
     python -m benchmarks.outlier_loop                  # seed 11, 60 test frames, logs of 200
     python -m benchmarks.outlier_loop --seed 12 --steps 400 --work /tmp/loop
-    python -m benchmarks.outlier_loop --rounds 1 2c       # a subset of the rounds
+    python -m benchmarks.outlier_loop --rounds 1 2c 2t    # a subset of the rounds
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ ROUND_MODELS = {
     "0": "zoo:world_mask2former_tiny_1dl_semantic",
     "1": "zoo:world_mask2former_tiny_1dl",
 }
-ROUND_NAMES = ("0", "1", "2c", "2")
+ROUND_NAMES = ("0", "1", "2c", "2", "2t")
 REJECTED_PER_FRAME = 2  # round 2: 1..N rejected candidates pasted into each inlier frame
 POOL_LOG, HELD_OUT_LOG = "drive_00", "drive_01"
 VARIANTS = (("rba", "-"), ("ugains", "fps"))
@@ -65,6 +68,7 @@ class LoopResult:
     rounds: list[RoundResult] = field(default_factory=list)
     pool_objects: int = 0  # confirmed
     pool_rejected: int = 0
+    truth_objects: int = 0  # round 2t's pool: every planted sighting of log A
     pool_kinds: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -150,9 +154,9 @@ def run_loop(
     rounds: tuple[str, ...] = ("0", "1", "2"),
     rejected: int = REJECTED_PER_FRAME,
 ) -> LoopResult:
-    """Generate the world of ``seed``, pool from log A with round 1, fine-tune round 2 (and
-    2c when asked for), and measure ``rounds`` on the test split and log B."""
-    from pipelines.world.confirm import confirm_run
+    """Generate the world of ``seed``, pool from log A with round 1, fine-tune the rounds 2
+    asked for, and measure ``rounds`` on the test split and log B."""
+    from pipelines.world.confirm import confirm_run, truth_pool
 
     result = LoopResult()
     world = work / "world"
@@ -177,11 +181,16 @@ def run_loop(
     began = time.perf_counter()
     models = dict(ROUND_MODELS)
     # A pool without rejected candidates (a review that confirmed all it saw) makes round 2c.
-    for name, per_frame in (("2", rejected if result.pool_rejected else 0), ("2c", 0)):
+    pools = {"2": pool, "2c": pool}
+    if "2t" in rounds:
+        pools["2t"] = work / "pool_truth"
+        truth = truth_pool([world / "logs" / f"{POOL_LOG}_gt.json"], pools["2t"])
+        result.truth_objects = len(json.loads(truth.read_text())["objects"])
+    for name, per_frame in (("2", rejected if result.pool_rejected else 0), ("2c", 0), ("2t", 0)):
         if name in rounds:
             out = work / f"round{name}"
             models[name] = str(
-                fine_tune(training_world, models["1"], pool, out, steps, 1, per_frame)
+                fine_tune(training_world, models["1"], pools[name], out, steps, 1, per_frame)
             )
     result.seconds["fine-tune"] = time.perf_counter() - began
 
@@ -218,7 +227,12 @@ def format_table(result: LoopResult) -> str:
         "",
         f"pool: {result.pool_objects} confirmed objects ({kinds}), {result.pool_rejected} "
         f"rejected candidates; K = {result.rounds[0].planted} planted objects (>= 100 px) on "
-        "the held-out log",
+        "the held-out log"
+        + (
+            f"; round 2t's pool: {result.truth_objects} planted sightings of log A, true masks"
+            if result.truth_objects
+            else ""
+        ),
         "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()),
     ]
     return "\n".join(lines)
@@ -244,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         choices=ROUND_NAMES,
         default=list(ROUND_NAMES),
-        help="rounds to measure (2c: round 2 with the confirmed objects only; default: all)",
+        help="rounds to measure (2c: round 2 with the confirmed objects only; 2t: with every "
+        "planted object of log A and its true mask; default: all)",
     )
     parser.add_argument(
         "--pool-rejected",

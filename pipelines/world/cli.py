@@ -51,10 +51,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         description=(
             "Stand in for a reviewer on a world drive log: the run's top candidates that lie "
             "on a planted object (mask IoU >= --min-iou, >= 100 px) are written as an outlier pool "
-            "(the format of `ugains review pool`) for `ugains train mask2former --outliers`."
+            "(the format of `ugains review pool`) for `ugains train mask2former --outliers`. "
+            "With --every-sighting instead of --run: every planted sighting of the logs with its "
+            "true mask (the ceiling of a review)."
         ),
     )
-    confirm.add_argument("--run", required=True, help="a mining run's folder (RUN_DIR)")
+    source = confirm.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a mining run's folder (RUN_DIR)")
+    source.add_argument(
+        "--every-sighting",
+        action="store_true",
+        help="no run: confirm every planted sighting (>= 100 px) with its true mask",
+    )
     confirm.add_argument(
         "--ground-truth", required=True, nargs="+", metavar="GT", help="logs/<log_id>_gt.json"
     )
@@ -72,10 +80,13 @@ def run(args: argparse.Namespace) -> int:
     """Run the action; 2 (and one line on stderr) for bad input."""
     if args.world_command == "confirm":
         try:
-            from pipelines.world.confirm import confirm_run
+            from pipelines.world.confirm import confirm_run, truth_pool
 
-            threshold = {} if args.min_iou is None else {"iou": args.min_iou}
-            manifest = confirm_run(args.run, args.ground_truth, args.out, args.top, **threshold)
+            if args.every_sighting:
+                manifest = truth_pool(args.ground_truth, args.out)
+            else:
+                threshold = {} if args.min_iou is None else {"iou": args.min_iou}
+                manifest = confirm_run(args.run, args.ground_truth, args.out, args.top, **threshold)
         except (ValueError, OSError) as error:
             print(f"ugains world confirm: {error}", file=sys.stderr)
             return 2

@@ -8,6 +8,10 @@ written as an outlier pool (:mod:`pipelines.outlier_pool`) with the run's masks,
 truth's: the pool holds what mining found, as a reviewer's pool would. The top candidates that
 touch no sighting at all are written as ``rejected`` (the reviewer's "not an anomaly"); those
 that touch one without matching it (a part of an object, or a mask spilling off it) are neither.
+
+:func:`truth_pool` is the ceiling of any review: every planted sighting of the logs, confirmed,
+with its true outline (a reviewer who finds every object and redraws every mask). The loop
+benchmark fine-tunes on it to show how far a better review could move the next round.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pipelines.world.scoring import (
 )
 from transforms.masks import decode_rle
 
-__all__ = ["CONFIRM_IOU", "confirm_run"]
+__all__ = ["CONFIRM_IOU", "confirm_run", "truth_pool"]
 
 CONFIRM_IOU = 0.3
 
@@ -55,9 +59,7 @@ def confirm_run(
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: not empty (a pool goes into a new folder)")
     sightings = load_ground_truth(list(ground_truth))
-    logs_root = {
-        json.loads(Path(p).read_text())["log_id"]: Path(p).resolve().parent for p in ground_truth
-    }
+    logs_root = _logs_root(ground_truth)
     result = match_run(str(run_dir), sightings, top, min_area, iou)
     run_id = Path(run_dir).name
     by_frame: dict[tuple[str, int], list[dict]] = {}
@@ -79,26 +81,83 @@ def confirm_run(
             continue  # a part of an object, or spilling off one: neither verdict
         else:
             decision = "rejected"
-        path = logs_root[log_id] / log_id / "images" / f"frame_{index:06d}.png"
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"{path}: missing or not a readable image")
-        ys, xs = np.nonzero(mask)
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
         record = {
             "run_id": run_id,
             "instance_id": cand["instance_id"],
             "log_id": log_id,
             "frame_key": cand["frame_key"],
-            "frame": str(path),
             "rank": rank + 1,
             "score": round(float(cand["score"]), 6),
-            "bbox_xywh": [int(x0), int(y0), int(x1 - x0), int(y1 - y0)],
-            "area": int(mask.sum()),
             "decision": decision,
             "kind": sighting.get("kind") if sighting else None,
             "track_id": sighting.get("track_id") if sighting else None,
         }
-        name = f"{run_id}_{rank + 1:04d}"
-        objects.append(PoolObject(name, image[y0:y1, x0:x1], mask[y0:y1, x0:x1], record))
+        path = _frame_path(logs_root, log_id, index)
+        objects.append(_cut_out(f"{run_id}_{rank + 1:04d}", path, mask, record))
     return write_pool_files(out, objects, source="world ground truth", run_id=run_id, top=top)
+
+
+def truth_pool(ground_truth: list[str | Path], out: str | Path, min_area: int = MIN_AREA) -> Path:
+    """Write every planted sighting (>= ``min_area`` px) of the ``ground_truth`` logs as a
+    confirmed pool object with its true mask, into the new folder ``out``; return the manifest.
+
+    Raises:
+        ValueError: ``out`` is not empty, a ground-truth file is not one, the logs plant no
+            sighting of ``min_area`` px, or a frame image is missing.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out}: not empty (a pool goes into a new folder)")
+    logs_root = _logs_root(ground_truth)
+    planted = [
+        row for row in load_ground_truth(list(ground_truth)) if counts_as_planted(row, min_area)
+    ]
+    if not planted:
+        raise ValueError(
+            f"{', '.join(map(str, ground_truth))}: no planted sighting of >= {min_area} px"
+        )
+    objects = []
+    for number, row in enumerate(planted, start=1):
+        log_id, index = row["log_id"], row["frame_index"]
+        record = {
+            "run_id": "ground-truth",
+            "instance_id": f"{log_id}/{index:06d}/track{row.get('track_id')}",
+            "log_id": log_id,
+            "frame_key": f"{log_id}/{index:06d}",
+            "score": None,
+            "decision": "confirmed",
+            "kind": row.get("kind"),
+            "track_id": row.get("track_id"),
+        }
+        mask = decode_rle(row["rle"], row["height"], row["width"]).numpy()
+        objects.append(
+            _cut_out(f"truth_{number:04d}", _frame_path(logs_root, log_id, index), mask, record)
+        )
+    return write_pool_files(out, objects, source="world ground truth: every planted sighting")
+
+
+def _logs_root(ground_truth: list[str | Path]) -> dict[str, Path]:
+    """log id -> the folder holding ``<log_id>/images`` (beside its ``*_gt.json``)."""
+    return {
+        json.loads(Path(p).read_text())["log_id"]: Path(p).resolve().parent for p in ground_truth
+    }
+
+
+def _frame_path(logs_root: dict[str, Path], log_id: str, index: int) -> Path:
+    return logs_root[log_id] / log_id / "images" / f"frame_{index:06d}.png"
+
+
+def _cut_out(name: str, frame: Path, mask: np.ndarray, record: dict) -> PoolObject:
+    """The pool object of ``mask`` (``[H, W]`` bool) on ``frame``: both cut to the mask's box."""
+    image = cv2.imread(str(frame), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{frame}: missing or not a readable image")
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    about = {
+        **record,
+        "frame": str(frame),
+        "bbox_xywh": [int(x0), int(y0), int(x1 - x0), int(y1 - y0)],
+        "area": int(mask.sum()),
+    }
+    return PoolObject(name, image[y0:y1, x0:x1], mask[y0:y1, x0:x1], about)

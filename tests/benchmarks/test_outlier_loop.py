@@ -32,7 +32,7 @@ def test_one_round_pools_confirmed_objects_fine_tunes_and_measures_before_and_af
         training_world=training,
         steps=2,
         top=20,
-        rounds=("1", "2"),  # round 0 and 2c are measured the same way
+        rounds=("1", "2", "2t"),  # round 0 and 2c are measured the same way
     )
     manifest = json.loads((tmp_path / "work" / "pool" / "manifest.json").read_text())
     decisions = [o["decision"] for o in manifest["objects"]]
@@ -44,7 +44,12 @@ def test_one_round_pools_confirmed_objects_fine_tunes_and_measures_before_and_af
     confirmed = [o["instance_id"] for o in manifest["objects"] if o["decision"] == "confirmed"]
     assert pooled == confirmed  # provenance in the card
     assert card["outlier_pool"]["rejected"] == result.pool_rejected
-    assert [r.round for r in result.rounds] == ["1", "2"]
+    truth = json.loads((tmp_path / "work" / "pool_truth" / "manifest.json").read_text())
+    assert result.truth_objects == len(truth["objects"]) >= result.pool_objects
+    assert {o["log_id"] for o in truth["objects"]} == {POOL_LOG}
+    ceiling = json.loads((tmp_path / "work" / "round2t" / "metrics.json").read_text())
+    assert {o["run_id"] for o in ceiling["outlier_pool"]["objects"]} == {"ground-truth"}
+    assert [r.round for r in result.rounds] == ["1", "2", "2t"]
     assert result.rounds[0].model == ROUND_MODELS["1"]
     assert Path(result.rounds[1].model) == tmp_path / "work" / "round2" / "model"
     for r in result.rounds:
@@ -52,5 +57,6 @@ def test_one_round_pools_confirmed_objects_fine_tunes_and_measures_before_and_af
         assert r.planted == result.rounds[0].planted > 0  # the same held-out log each round
         assert sum(n for _, n in r.kind_recall.values()) == r.planted
     table = format_table(result)
-    assert table.count("\n| ") == 2  # a row per round below the header
+    assert table.count("\n| ") == 3  # a row per round below the header
+    assert f"round 2t's pool: {result.truth_objects} planted sightings" in table
     assert HELD_OUT_LOG not in json.dumps(manifest)

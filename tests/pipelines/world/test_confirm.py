@@ -106,3 +106,36 @@ def test_confirm_refuses_a_used_folder_and_a_missing_frame_in_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "frame_000001.png: missing" in err[0]
+
+
+def test_every_sighting_pools_each_planted_object_with_its_true_mask_without_a_run(
+    tmp_path: Path, world_log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "truth"
+    argv = ["world", "confirm", "--every-sighting", "--ground-truth", str(world_log)]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    assert "2 confirmed objects, 0 rejected" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [
+        (o["frame_key"], o["kind"], o["area"], o["bbox_xywh"]) for o in manifest["objects"]
+    ] == [
+        ("drive_00/000001", "box", 200, [0, 0, 20, 10]),  # the 16-px tyre is not planted
+        ("drive_00/000002", "ball", 200, [10, 10, 20, 10]),
+    ]
+    pool = OutlierPool.read(out)
+    assert [m.shape for _, m in pool.objects] == [(10, 20), (10, 20)]
+    assert all(bool(m.all()) for _, m in pool.objects)  # the truth's outline, whole
+    frame = cv2.imread(str(world_log.parent / "drive_00" / "images" / "frame_000002.png"))
+    ball = torch.from_numpy(frame[10:20, 10:30, ::-1].copy()).permute(2, 0, 1)
+    assert torch.equal(pool.objects[1][0], ball)
+    assert {p["run_id"] for p in pool.provenance} == {"ground-truth"}
+
+
+def test_confirm_takes_a_run_or_every_sighting_not_both(
+    tmp_path: Path, world_log: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    both = ["world", "confirm", "--run", "r", "--every-sighting", "--ground-truth", str(world_log)]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*both, "--out", str(tmp_path / "p")])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
