@@ -67,12 +67,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--ground-truth", required=True, nargs="+", metavar="GT", help="logs/<log_id>_gt.json"
     )
     confirm.add_argument("--out", required=True, help="the new pool's folder")
-    confirm.add_argument("--top", type=int, default=50, help="candidates the reviewer looks at")
+    confirm.add_argument(
+        "--top", type=int, default=50, help="candidates the reviewer looks at (with --run)"
+    )
     confirm.add_argument(
         "--min-iou",
         type=float,
-        help="mask IoU with a planted object at which a candidate is confirmed (default: "
-        "pipelines.world.confirm.CONFIRM_IOU, 0.3)",
+        help="with --run: mask IoU with a planted object at which a candidate is confirmed "
+        "(default: pipelines.world.confirm.CONFIRM_IOU, 0.3)",
     )
 
 
