@@ -55,9 +55,7 @@ def confirm_run(
         ValueError: ``out`` is not empty, a ground-truth file is not one, the run mined no
             frame of those logs, or a frame image is missing.
     """
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out}: not empty (a pool goes into a new folder)")
+    out = _new_folder(out)
     sightings = load_ground_truth(list(ground_truth))
     logs_root = _logs_root(ground_truth)
     result = match_run(str(run_dir), sightings, top, min_area, iou)
@@ -105,9 +103,7 @@ def truth_pool(ground_truth: list[str | Path], out: str | Path, min_area: int = 
         ValueError: ``out`` is not empty, a ground-truth file is not one, the logs plant no
             sighting of ``min_area`` px, or a frame image is missing.
     """
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out}: not empty (a pool goes into a new folder)")
+    out = _new_folder(out)
     logs_root = _logs_root(ground_truth)
     planted = [
         row for row in load_ground_truth(list(ground_truth)) if counts_as_planted(row, min_area)
@@ -134,6 +130,13 @@ def truth_pool(ground_truth: list[str | Path], out: str | Path, min_area: int = 
             _cut_out(f"truth_{number:04d}", _frame_path(logs_root, log_id, index), mask, record)
         )
     return write_pool_files(out, objects, source="world ground truth: every planted sighting")
+
+
+def _new_folder(out: str | Path) -> Path:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out}: not empty (a pool goes into a new folder)")
+    return out
 
 
 def _logs_root(ground_truth: list[str | Path]) -> dict[str, Path]:
