@@ -3,7 +3,8 @@
 Started by :class:`pipelines.local_workers.LocalRunner`, one per worker. Dropped from this
 process's stderr: an absent optional BigQuery client (logged when Beam is imported), "Logging
 handler created", "No semi_persistent_directory found" (no staging directory in a local run)
-and numpy's "Polyfit may be poorly conditioned" from the batch-size estimator of
+and numpy's "Polyfit may be poorly conditioned" and "divide by zero" (its outlier test, when
+all but one of its timings share a batch size) from the batch-size estimator of
 ``BatchElements``. Everything else, warnings included, is kept. Nothing of Beam may be
 imported before :func:`main` installs the filter.
 """
@@ -39,6 +40,12 @@ def main(argv: list[str]) -> None:
     import numpy  # noqa: F401
 
     warnings.filterwarnings("ignore", message="Polyfit may be poorly conditioned")
+    warnings.filterwarnings(
+        "ignore",
+        message="divide by zero encountered",
+        category=RuntimeWarning,
+        module="apache_beam.transforms.util",
+    )
     from apache_beam.runners.worker import sdk_worker_main
 
     sdk_worker_main.main(argv)
