@@ -26,6 +26,7 @@ objects of the pool's kinds, never the pooled ones::
     python -m benchmarks.outlier_loop                  # seed 11, 60 test frames, logs of 200
     python -m benchmarks.outlier_loop --seed 12 --steps 400 --work /tmp/loop
     python -m benchmarks.outlier_loop --rounds 1 2c 2t    # a subset of the rounds
+    python -m benchmarks.outlier_loop --sam runs/sam/sam_vit_tiny_512.pth  # another world SAM
 """
 
 from __future__ import annotations
@@ -125,11 +126,13 @@ def _kind_recall(run_dir: str, truth: list[dict]) -> dict[str, tuple[int, int]]:
     return {kind: (hits.get(kind, 0), count) for kind, count in sorted(planted.items())}
 
 
-def measure_round(world: Path, work: Path, number: str, model: str) -> RoundResult:
+def measure_round(
+    world: Path, work: Path, number: str, model: str, sam: str | None = None
+) -> RoundResult:
     from pipelines.world.scoring import load_ground_truth
 
-    rows = evaluate_world(world, VARIANTS, model)
-    run_dir, score = mine_logs_run(world, work / f"mine_round{number}", model, [HELD_OUT_LOG])
+    rows = evaluate_world(world, VARIANTS, model, sam)
+    run_dir, score = mine_logs_run(world, work / f"mine_round{number}", model, [HELD_OUT_LOG], sam)
     truth = load_ground_truth([world / "logs" / f"{HELD_OUT_LOG}_gt.json"])
     return RoundResult(
         number,
@@ -153,9 +156,13 @@ def run_loop(
     top: int,
     rounds: tuple[str, ...] = ("0", "1", "2"),
     rejected: int = REJECTED_PER_FRAME,
+    sam: str | None = None,
 ) -> LoopResult:
     """Generate the world of ``seed``, pool from log A with round 1, fine-tune the rounds 2
-    asked for, and measure ``rounds`` on the test split and log B."""
+    asked for, and measure ``rounds`` on the test split and log B.
+
+    ``sam``: SAM weights of the world config's model type for every mining and evaluation run
+    (default: the config's, the shipped world SAM); the rounds differ in Mask2Former only."""
     from pipelines.world.confirm import confirm_run, truth_pool
 
     result = LoopResult()
@@ -165,7 +172,7 @@ def run_loop(
     result.seconds["generate"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    run_dir, _ = mine_logs_run(world, work / "mine_pool", ROUND_MODELS["1"], [POOL_LOG])
+    run_dir, _ = mine_logs_run(world, work / "mine_pool", ROUND_MODELS["1"], [POOL_LOG], sam)
     pool = work / "pool"
     manifest = confirm_run(run_dir, [world / "logs" / f"{POOL_LOG}_gt.json"], pool, top=top)
     listed = json.loads(manifest.read_text())["objects"]
@@ -196,7 +203,7 @@ def run_loop(
 
     began = time.perf_counter()
     for number in rounds:
-        result.rounds.append(measure_round(world, work, number, models[number]))
+        result.rounds.append(measure_round(world, work, number, models[number], sam))
     result.seconds[f"measure {len(rounds)} rounds"] = time.perf_counter() - began
     return result
 
@@ -254,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     parser.add_argument(
+        "--sam",
+        help="SAM weights (the world config's model type, vit_tiny_512) for every round's "
+        "mining and evaluation, e.g. a longer-trained world SAM (default: the shipped one)",
+    )
+    parser.add_argument(
         "--rounds",
         nargs="+",
         choices=ROUND_NAMES,
@@ -290,11 +302,12 @@ def main(argv: list[str] | None = None) -> int:
             args.top,
             tuple(name for name in ROUND_NAMES if name in args.rounds),
             args.pool_rejected,
+            args.sam,
         )
     print(
         f"world seed {args.seed}: {args.test_frames} test frames; logs of {args.log_frames} "
         f"frames, {args.anomaly_fraction:.0%} with objects; round 2 = {args.steps} steps, "
-        f"--pool-rejected {args.pool_rejected}"
+        f"--pool-rejected {args.pool_rejected}; SAM {args.sam or 'the shipped world SAM'}"
     )
     print(format_table(result))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from benchmarks.outlier_loop import (
     generate_training_world,
     run_loop,
 )
+from models.zoo import resolve_zoo_path
+from pipelines.mining.tables import read_table
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +26,8 @@ def test_one_round_pools_confirmed_objects_fine_tunes_and_measures_before_and_af
     tmp_path: Path,
 ) -> None:
     training = generate_training_world(tmp_path / "train", train=6, ood=3)
+    sam = tmp_path / "sam.pth"  # SAM weights of one's own: here the shipped file, copied
+    shutil.copyfile(resolve_zoo_path("zoo:world_sam_vit_tiny_512.pth"), sam)
     result = run_loop(
         tmp_path / "work",
         seed=11,
@@ -33,6 +38,7 @@ def test_one_round_pools_confirmed_objects_fine_tunes_and_measures_before_and_af
         steps=2,
         top=20,
         rounds=("1", "2", "2t"),  # round 0 and 2c are measured the same way
+        sam=str(sam),
     )
     manifest = json.loads((tmp_path / "work" / "pool" / "manifest.json").read_text())
     decisions = [o["decision"] for o in manifest["objects"]]
@@ -56,6 +62,10 @@ def test_one_round_pools_confirmed_objects_fine_tunes_and_measures_before_and_af
         assert {row["frames"] for row in r.evaluation.values()} == {4}
         assert r.planted == result.rounds[0].planted > 0  # the same held-out log each round
         assert sum(n for _, n in r.kind_recall.values()) == r.planted
+    for mined in ("mine_pool", "mine_round1", "mine_round2", "mine_round2t"):
+        (run,) = (tmp_path / "work" / mined / "runs").iterdir()
+        instances = read_table(str(run), "instances").column("sam_checkpoint").to_pylist()
+        assert set(instances) == {str(sam)}  # every round mined with the SAM given
     table = format_table(result)
     assert table.count("\n| ") == 3  # a row per round below the header
     assert f"round 2t's pool: {result.truth_objects} planted sightings" in table
